@@ -1,0 +1,57 @@
+"""One error shape for every endpoint: ``{"code": ..., "message": ...}``.
+
+``code`` is stable and machine-readable (ARCHITECTURE.md, invariant 6);
+``message`` is for people. Services raise :class:`ApiError`; the DRF
+exception handler and the raw ingest view both render it.
+"""
+
+from __future__ import annotations
+
+from django.http import JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+
+class ApiError(Exception):
+    def __init__(self, code: str, message: str, http_status: int = 400, **extra) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.http_status = http_status
+        self.extra = extra
+
+    def body(self) -> dict:
+        return {"code": self.code, "message": self.message, **self.extra}
+
+
+def error_response(error: ApiError) -> JsonResponse:
+    return JsonResponse(error.body(), status=error.http_status)
+
+
+_DRF_CODES = {
+    exceptions.NotAuthenticated: "not_authenticated",
+    exceptions.AuthenticationFailed: "authentication_failed",
+    exceptions.PermissionDenied: "permission_denied",
+    exceptions.NotFound: "not_found",
+    exceptions.MethodNotAllowed: "method_not_allowed",
+    exceptions.ParseError: "malformed_json",
+    exceptions.UnsupportedMediaType: "unsupported_media_type",
+    exceptions.Throttled: "throttled",
+}
+
+
+def api_exception_handler(exc, context):
+    if isinstance(exc, ApiError):
+        return Response(exc.body(), status=exc.http_status)
+    response = exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        response.data = {"code": "invalid_request", "message": "The request is invalid.", "fields": exc.detail}
+        response.status_code = status.HTTP_400_BAD_REQUEST
+        return response
+    code = next((c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), "error")
+    detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
+    response.data = {"code": code, "message": str(detail)}
+    return response

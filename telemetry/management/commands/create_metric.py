@@ -1,0 +1,51 @@
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from telemetry import services
+from telemetry.errors import ApiError
+
+
+class Command(BaseCommand):
+    help = "Define metrics from arguments or from a JSON file (an object or a list of objects)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("name", nargs="?")
+        parser.add_argument("--domain", help="Comma-separated value labels, in order.")
+        parser.add_argument("--epsilon", type=float, default=2.0)
+        parser.add_argument("--protocol", default="auto", choices=["auto", "krr", "oue", "olh", "ss"])
+        parser.add_argument("--contribution-bound", type=int, default=None)
+        parser.add_argument("--description", default="")
+        parser.add_argument("--file", help="JSON file with metric definitions.")
+
+    def handle(self, *args, **options):
+        for definition in self._definitions(options):
+            try:
+                metric = services.create_metric(**definition)
+            except ApiError as error:
+                raise CommandError(f"{definition.get('name')}: {error.code}: {error.message}")
+            except TypeError as error:
+                raise CommandError(f"{definition.get('name')}: {error}")
+            self.stdout.write(
+                f"created metric {metric.name} v{metric.version}: k={metric.k} epsilon={metric.epsilon}"
+                f" protocol={metric.protocol} contribution_bound={metric.contribution_bound}"
+            )
+
+    def _definitions(self, options) -> list[dict]:
+        if options["file"]:
+            try:
+                with open(options["file"]) as handle:
+                    loaded = json.load(handle)
+            except (OSError, json.JSONDecodeError) as error:
+                raise CommandError(f"cannot read {options['file']}: {error}")
+            return loaded if isinstance(loaded, list) else [loaded]
+        if not options["name"] or not options["domain"]:
+            raise CommandError("give NAME and --domain, or --file")
+        return [{
+            "name": options["name"],
+            "domain": [label.strip() for label in options["domain"].split(",")],
+            "epsilon": options["epsilon"],
+            "protocol": options["protocol"],
+            "contribution_bound": options["contribution_bound"],
+            "description": options["description"],
+        }]

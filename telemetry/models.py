@@ -1,0 +1,111 @@
+"""Metric catalog, ingest keys, and the insert-only report store.
+
+Reports carry no client identifier (ARCHITECTURE.md, invariant 1) and no link
+to the batch that brought them. ``ObservedCounts`` is a roll-up of the reports
+up to ``RollupWatermark.report_id``; it is advanced by one writer at a time, so
+the ingest path never touches a shared counter row.
+"""
+
+from django.db import models
+from django.utils import timezone
+
+PROTOCOL_CHOICES = [("krr", "k-ary randomized response"), ("oue", "optimized unary encoding"),
+                    ("olh", "optimized local hashing"), ("ss", "subset selection")]
+
+
+class Metric(models.Model):
+    """One version of a metric. Versions with stored reports never change."""
+
+    name = models.SlugField(max_length=64)
+    version = models.PositiveIntegerField(default=1)
+    description = models.TextField(blank=True)
+    domain = models.JSONField(help_text="Ordered list of value labels.")
+    epsilon = models.FloatField(help_text="Local ε of the client-side randomizer.")
+    protocol = models.CharField(max_length=8, choices=PROTOCOL_CHOICES)
+    contribution_bound = models.PositiveIntegerField(
+        default=1, help_text="Reports per client, metric and day (m); the central-DP sensitivity."
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["name", "version"], name="metric_name_version")]
+        ordering = ["name", "-version"]
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version}"
+
+    @property
+    def k(self) -> int:
+        return len(self.domain)
+
+
+class IngestKey(models.Model):
+    """An app's key for ``POST /api/v1/reports``. Only its SHA-256 is stored."""
+
+    app = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=12, help_text="First characters, to recognise a key.")
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.app} ({self.prefix}…)"
+
+
+class Batch(models.Model):
+    """An accepted batch, kept for idempotent replay.
+
+    ``body_digest`` hashes the canonical body without ``client_id``, so a
+    replay with another body is detected without storing who sent it.
+    """
+
+    batch_id = models.UUIDField(primary_key=True)
+    ingest_key = models.ForeignKey(IngestKey, on_delete=models.PROTECT, related_name="batches")
+    body_digest = models.CharField(max_length=64)
+    item_count = models.PositiveSmallIntegerField()
+    rejections = models.JSONField(default=list, help_text="[[index, code], ...] of rejected items.")
+    received_at = models.DateTimeField(default=timezone.now)
+
+
+class Report(models.Model):
+    """One randomized report. Insert-only.
+
+    k-RR reports keep the reported value's index in ``value``; the other
+    protocols keep their packed encoding in ``payload``. ``metric`` has no
+    database-level foreign-key constraint, to keep the constraint trigger off
+    the bulk COPY path; metrics are never deleted (PROTECT everywhere else).
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    metric = models.ForeignKey(Metric, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False)
+    day = models.DateField()
+    region = models.CharField(max_length=2, blank=True, default="")
+    value = models.SmallIntegerField(null=True)
+    payload = models.BinaryField(null=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["metric", "day", "region", "value"], name="report_metric_day_region")]
+
+
+class ObservedCounts(models.Model):
+    """Raw observed support counts of one (metric, day, region), rolled up.
+
+    ``support`` holds ``k`` little-endian int64 counts: how many reports
+    support each value (for k-RR, how many reported it).
+    """
+
+    metric = models.ForeignKey(Metric, on_delete=models.PROTECT)
+    day = models.DateField()
+    region = models.CharField(max_length=2, blank=True, default="")
+    reports = models.BigIntegerField()
+    support = models.BinaryField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["metric", "day", "region"], name="observed_metric_day_region")]
+
+
+class RollupWatermark(models.Model):
+    """Singleton: every report with ``id <= report_id`` is in ObservedCounts."""
+
+    report_id = models.BigIntegerField(default=0)
+    advanced_at = models.DateTimeField(default=timezone.now)

@@ -1,0 +1,131 @@
+"""Writes: the metric catalog, ingest keys and users."""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db import transaction
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+
+from privacy.ldp import PROTOCOLS, choose_protocol
+from telemetry.auth import ROLES, ensure_role_groups, hash_key, ingest_keys
+from telemetry.catalog import catalog
+from telemetry.errors import ApiError
+from telemetry.models import IngestKey, Metric, Report
+
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
+MAX_DOMAIN_SIZE = 1024
+MAX_LOCAL_EPSILON = 20.0
+
+
+def _invalid(field: str, message: str) -> ApiError:
+    return ApiError("invalid_metric", message, field=field)
+
+
+def _validated_definition(domain, epsilon, protocol, contribution_bound) -> dict:
+    if not isinstance(domain, list) or not 2 <= len(domain) <= MAX_DOMAIN_SIZE:
+        raise _invalid("domain", f"domain must be a list of 2 to {MAX_DOMAIN_SIZE} labels.")
+    if not all(isinstance(label, str) and 0 < len(label) <= 100 for label in domain):
+        raise _invalid("domain", "Every label must be a non-empty string of at most 100 characters.")
+    if len(set(domain)) != len(domain):
+        raise _invalid("domain", "Labels must be distinct.")
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0 < epsilon <= MAX_LOCAL_EPSILON:
+        raise _invalid("epsilon", f"epsilon must be a number in (0, {MAX_LOCAL_EPSILON}].")
+    if protocol != "auto" and protocol not in PROTOCOLS:
+        raise _invalid("protocol", f"protocol must be 'auto' or one of {list(PROTOCOLS)}.")
+    cap = settings.PRIVACY["MAX_DAILY_CONTRIBUTIONS"]
+    if isinstance(contribution_bound, bool) or not isinstance(contribution_bound, int) or not 1 <= contribution_bound <= cap:
+        raise _invalid("contribution_bound", f"contribution_bound must be an integer in [1, {cap}].")
+    epsilon = float(epsilon)
+    return {
+        "domain": domain,
+        "epsilon": epsilon,
+        "protocol": choose_protocol(len(domain), epsilon) if protocol == "auto" else protocol,
+        "contribution_bound": contribution_bound,
+    }
+
+
+@transaction.atomic
+def create_metric(*, name: str, domain: list, epsilon: float = 2.0, protocol: str = "auto",
+                  contribution_bound: int | None = None, description: str = "") -> Metric:
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise _invalid("name", "name must be 1-64 characters of a-z, 0-9, '_' or '-', starting alphanumeric.")
+    if Metric.objects.filter(name=name).exists():
+        raise ApiError("metric_exists", f"Metric {name!r} exists; change it to make a new version.", http_status=409)
+    bound = settings.PRIVACY["DEFAULT_CONTRIBUTION_BOUND"] if contribution_bound is None else contribution_bound
+    metric = Metric.objects.create(
+        name=name, description=description, **_validated_definition(domain, epsilon, protocol, bound)
+    )
+    catalog.invalidate()
+    return metric
+
+
+@transaction.atomic
+def change_metric(*, name: str, **changes) -> Metric:
+    """Change a metric. A version that already has reports is never changed: a new version is made."""
+    current = Metric.objects.select_for_update().filter(name=name).order_by("-version").first()
+    if current is None:
+        raise ApiError("unknown_metric", f"No metric named {name!r}.", http_status=404)
+    unknown = changes.keys() - {"domain", "epsilon", "protocol", "contribution_bound", "description"}
+    if unknown:
+        raise _invalid(sorted(unknown)[0], f"Unknown fields {sorted(unknown)}.")
+    definition = _validated_definition(
+        changes.get("domain", current.domain),
+        changes.get("epsilon", current.epsilon),
+        changes.get("protocol", current.protocol),
+        changes.get("contribution_bound", current.contribution_bound),
+    )
+    description = changes.get("description", current.description)
+    if Report.objects.filter(metric=current).exists():
+        current = Metric.objects.create(name=name, version=current.version + 1, description=description, **definition)
+    else:
+        for field, value in definition.items():
+            setattr(current, field, value)
+        current.description = description
+        current.save()
+    catalog.invalidate()
+    return current
+
+
+def create_ingest_key(*, app: str) -> tuple[IngestKey, str]:
+    """A new key; the plaintext is returned once and only its hash is stored."""
+    if not isinstance(app, str) or not 0 < len(app.strip()) <= 100:
+        raise ApiError("invalid_app", "app must be a name of 1 to 100 characters.")
+    plaintext = "ik_" + secrets.token_urlsafe(32)
+    key = IngestKey.objects.create(app=app.strip(), prefix=plaintext[:10], key_hash=hash_key(plaintext))
+    return key, plaintext
+
+
+def revoke_ingest_key(*, key_id: int) -> IngestKey:
+    key = IngestKey.objects.filter(pk=key_id).first()
+    if key is None:
+        raise ApiError("unknown_ingest_key", "No such ingest key.", http_status=404)
+    if key.revoked_at is None:
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["revoked_at"])
+    ingest_keys.clear()
+    return key
+
+
+@transaction.atomic
+def create_user(*, username: str, role: str) -> tuple[object, str]:
+    """A user with one role and a DRF token; returns (user, token key)."""
+    if role not in ROLES:
+        raise ApiError("invalid_role", f"role must be one of {list(ROLES)}.")
+    User = get_user_model()
+    if not isinstance(username, str) or not re.match(r"^[\w.@+-]{1,150}$", username):
+        raise ApiError("invalid_username", "username must be 1-150 letters, digits or @.+-_ characters.")
+    if User.objects.filter(username=username).exists():
+        raise ApiError("user_exists", f"User {username!r} exists.", http_status=409)
+    ensure_role_groups()
+    user = User.objects.create_user(username=username, is_staff=role == "admin")
+    user.set_unusable_password()
+    user.save()
+    user.groups.add(Group.objects.get(name=role))
+    token = Token.objects.create(user=user)
+    return user, token.key

@@ -1,0 +1,12 @@
+from django.urls import path
+
+from telemetry import views
+
+urlpatterns = [
+    path("reports", views.reports, name="reports"),
+    path("metrics", views.MetricsView.as_view(), name="metrics"),
+    path("metrics/<slug:name>", views.MetricDetailView.as_view(), name="metric-detail"),
+    path("ingest-keys", views.IngestKeysView.as_view(), name="ingest-keys"),
+    path("ingest-keys/<int:key_id>", views.IngestKeyDetailView.as_view(), name="ingest-key-detail"),
+    path("users", views.UsersView.as_view(), name="users"),
+]

@@ -1,0 +1,127 @@
+"""Thin API views: parse, authorize, call a service or selector, render."""
+
+from __future__ import annotations
+
+import orjson
+from django.http import HttpResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+from rest_framework import status
+from rest_framework.authentication import TokenAuthentication
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from telemetry import selectors, services
+from telemetry.auth import IngestKeyAuthentication, IsAdmin, IsAnalyst, IsIngestKey, api_key_from_header, ingest_keys
+from telemetry.errors import ApiError, error_response
+from telemetry.ingestion import ingest_batch
+from telemetry.models import IngestKey
+
+
+def _json(data: dict, http_status: int = 200) -> HttpResponse:
+    return HttpResponse(orjson.dumps(data), status=http_status, content_type="application/json")
+
+
+@csrf_exempt
+@require_POST
+def reports(request):
+    """``POST /api/v1/reports``: a plain Django view, since it is the hot path."""
+    key = api_key_from_header(request.headers.get("Authorization", ""))
+    if key is None:
+        return error_response(ApiError("missing_api_key", "Send 'Authorization: Api-Key <key>'.", http_status=401))
+    key_id = ingest_keys.key_id(key)
+    if key_id is None:
+        return error_response(ApiError("invalid_api_key", "Unknown or revoked ingest key.", http_status=401))
+    try:
+        result = ingest_batch(ingest_key_id=key_id, body=request.body)
+    except ApiError as error:
+        return error_response(error)
+    response = _json(result.as_response())
+    if result.replayed:
+        response["Idempotent-Replayed"] = "true"
+    return response
+
+
+def _metric_json(metric) -> dict:
+    return {
+        "name": metric.name,
+        "version": metric.version,
+        "description": metric.description,
+        "domain": metric.domain,
+        "epsilon": metric.epsilon,
+        "protocol": metric.protocol,
+        "contribution_bound": metric.contribution_bound,
+    }
+
+
+class MetricsView(APIView):
+    authentication_classes = [IngestKeyAuthentication, TokenAuthentication]
+
+    def get_permissions(self):
+        if self.request.method == "GET":
+            return [(IsIngestKey | IsAnalyst)()]
+        return [IsAdmin()]
+
+    def get(self, request):
+        return Response({"metrics": [_metric_json(m) for m in selectors.current_metrics()]})
+
+    def post(self, request):
+        data = _object_body(request)
+        metric = services.create_metric(
+            name=data.get("name"),
+            domain=data.get("domain"),
+            epsilon=data.get("epsilon", 2.0),
+            protocol=data.get("protocol", "auto"),
+            contribution_bound=data.get("contribution_bound"),
+            description=str(data.get("description", "")),
+        )
+        return Response(_metric_json(metric), status=status.HTTP_201_CREATED)
+
+
+class MetricDetailView(APIView):
+    permission_classes = [IsAdmin]
+
+    def put(self, request, name: str):
+        metric = services.change_metric(name=name, **_object_body(request))
+        return Response(_metric_json(metric))
+
+    patch = put
+
+
+def _object_body(request) -> dict:
+    if not isinstance(request.data, dict):
+        raise ApiError("invalid_body", "The body must be a JSON object.")
+    return request.data
+
+
+def _key_json(key: IngestKey) -> dict:
+    return {"id": key.id, "app": key.app, "prefix": key.prefix, "created_at": key.created_at,
+            "revoked_at": key.revoked_at}
+
+
+class IngestKeysView(APIView):
+    permission_classes = [IsAdmin]
+
+    def get(self, request):
+        return Response({"ingest_keys": [_key_json(k) for k in IngestKey.objects.order_by("id")]})
+
+    def post(self, request):
+        key, plaintext = services.create_ingest_key(app=_object_body(request).get("app"))
+        return Response({**_key_json(key), "key": plaintext}, status=status.HTTP_201_CREATED)
+
+
+class IngestKeyDetailView(APIView):
+    permission_classes = [IsAdmin]
+
+    def delete(self, request, key_id: int):
+        return Response(_key_json(services.revoke_ingest_key(key_id=key_id)))
+
+
+class UsersView(APIView):
+    permission_classes = [IsAdmin]
+
+    def post(self, request):
+        data = _object_body(request)
+        user, token = services.create_user(username=data.get("username"), role=data.get("role"))
+        return Response({"username": user.username, "role": data["role"], "token": token},
+                        status=status.HTTP_201_CREATED)
