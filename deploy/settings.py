@@ -138,7 +138,19 @@ PRIVACY = {
     "REPORT_MAX_AGE_DAYS": int(os.environ.get("REPORT_MAX_AGE_DAYS", "7")),
     "DEFAULT_CLIENT_EPSILON": 2.0,
     "DEFAULT_DOMAIN_SIZE": 20,
+    "MAX_DAILY_EPSILON": "10",
+    "DEFAULT_QUERY_EPSILON": "1.0",
+    "MAX_QUERY_EPSILON": "10",
+    "DEFAULT_PARTITION_CAP_EPSILON": os.environ.get("DEFAULT_PARTITION_CAP_EPSILON", "50"),
+    "APPROXIMATE_DELTA": "1e-6",
+    "COARSEN_THRESHOLD": 5,
+    "MAX_QUERY_DAYS": 90,
+    # The region axis of query grids and of what ingest accepts; "" (no region) is always allowed.
+    "REGIONS": [r for r in os.environ.get("PRIVACY_REGIONS", "").split(",") if r] or None,
 }
+
+# AES-256 key (64 hex digits) that seals each release's noise seed for audits.
+AUDIT_KEY = os.environ.get("AUDIT_KEY") or _embedded_secret("audit_key")
 
 LOGGING = {
     "version": 1,

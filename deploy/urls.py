@@ -20,4 +20,5 @@ handler500 = server_error
 urlpatterns = [
     path("health", health),
     path("api/v1/", include("telemetry.urls")),
+    path("api/v1/", include("accounting.urls")),
 ]

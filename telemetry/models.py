@@ -6,6 +6,9 @@ up to ``RollupWatermark.report_id``; it is advanced by one writer at a time, so
 the ingest path never touches a shared counter row.
 """
 
+import uuid
+
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
@@ -109,3 +112,31 @@ class RollupWatermark(models.Model):
 
     report_id = models.BigIntegerField(default=0)
     advanced_at = models.DateTimeField(default=timezone.now)
+
+
+class Release(models.Model):
+    """One central-DP answer, its noisy counts and its audit record.
+
+    ``noisy_counts`` is the mechanism's output (raw + exact noise) over the
+    query's data-independent grid; re-serving it is free post-processing.
+    Raw counts are never stored here. ``sealed_seed`` is the DRBG seed that
+    drew the noise, AES-GCM-sealed under the audit key; with it and
+    ``watermark`` an admin re-derives the noise and recounts the raw data.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4)
+    analyst = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="releases")
+    metric = models.ForeignKey(Metric, on_delete=models.PROTECT, related_name="releases")
+    query = models.JSONField(help_text="The canonical query.")
+    query_key = models.CharField(max_length=64, db_index=True)
+    epsilon_micro = models.BigIntegerField()
+    sensitivity = models.PositiveIntegerField()
+    noise_scale = models.CharField(max_length=64, help_text="Discrete Laplace scale Δ/ε as a fraction 'num/den'.")
+    regions = models.JSONField(help_text="The region axis of the grid, when grouped by region.")
+    watermark = models.BigIntegerField(help_text="Reports with id <= watermark are what was counted.")
+    noisy_counts = models.BinaryField()
+    sealed_seed = models.BinaryField()
+    confidence = models.FloatField(default=0.95)
+    simultaneous = models.BooleanField(default=False)
+    released_data = models.JSONField(default=list, help_text="The data as first returned, for audits.")
+    created_at = models.DateTimeField(default=timezone.now)

@@ -11,3 +11,15 @@ ISO_3166_ALPHA2 = frozenset(
     TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA
     ZM ZW""".split()
 )
+
+
+def region_axis() -> tuple[str, ...]:
+    """The region axis of query grids: "" (no region given) then the configured regions.
+
+    It is public configuration, never derived from the data, so the set of
+    cells a query releases reveals nothing about who reported.
+    """
+    from django.conf import settings
+
+    configured = settings.PRIVACY.get("REGIONS") or ISO_3166_ALPHA2
+    return ("",) + tuple(sorted(configured))

@@ -1,0 +1,157 @@
+"""Check-and-spend, atomically, and the admins' budget settings.
+
+``reserve`` must run inside the caller's transaction, before the release is
+computed; ``record`` in the same transaction, after. Locks are taken in one
+order (the analyst's day row, then partition rows by date), so concurrent
+spends serialize without deadlocks and can never overshoot a budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from accounting.accountants import DiscreteLaplaceEvent, from_micro, to_micro
+from accounting.models import BudgetPolicy, DailySpend, LedgerEntry, PartitionCap, PartitionSpend
+from accounting.selectors import EffectivePolicy, day_events, effective_policy, partition_cap_micro, resets_at, utc_today
+from telemetry.errors import ApiError
+
+
+@dataclass(frozen=True)
+class Charge:
+    """A spend that passed its checks and holds its locks until the transaction ends."""
+
+    user: object
+    metric_id: int
+    data_days: tuple[date, ...]
+    epsilon_micro: int
+    budget_day: date
+    policy: EffectivePolicy
+    remaining_after: Decimal
+
+
+def _days(start: date, end: date) -> tuple[date, ...]:
+    return tuple(start + timedelta(days=i) for i in range((end - start).days + 1))
+
+
+def _lock_daily_spend(user, day: date) -> DailySpend:
+    DailySpend.objects.bulk_create([DailySpend(user=user, day=day)], ignore_conflicts=True)
+    return DailySpend.objects.select_for_update().get(user=user, day=day)
+
+
+def _lock_partitions(metric_id: int, days: tuple[date, ...]) -> list[PartitionSpend]:
+    PartitionSpend.objects.bulk_create([PartitionSpend(metric_id=metric_id, data_day=d) for d in days], ignore_conflicts=True)
+    return list(PartitionSpend.objects.select_for_update().filter(metric_id=metric_id, data_day__in=days).order_by("data_day"))
+
+
+def reserve(*, user, metric_id: int, data_start: date, data_end: date, epsilon_micro: int, now: datetime | None = None) -> Charge:
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("reserve() must run inside the release's transaction")
+    budget_day = utc_today(now)
+    _lock_daily_spend(user, budget_day)
+    policy = effective_policy(user)
+    accountant = policy.accountant()
+    events = day_events(user, budget_day)
+    new_event = DiscreteLaplaceEvent(from_micro(epsilon_micro))
+    if not accountant.can_afford(from_micro(policy.daily_epsilon_micro), events, new_event):
+        raise ApiError(
+            "budget_exhausted",
+            "This query's epsilon exceeds your remaining daily privacy budget.",
+            http_status=429,
+            budget_remaining=str(accountant.remaining(from_micro(policy.daily_epsilon_micro), events)),
+            resets_at=resets_at(budget_day).isoformat(),
+        )
+    days = _days(data_start, data_end)
+    cap = partition_cap_micro(metric_id)
+    capped = [p.data_day.isoformat() for p in _lock_partitions(metric_id, days) if p.spent_micro + epsilon_micro > cap]
+    if capped:
+        raise ApiError(
+            "partition_cap_reached",
+            "Some data-days of this metric have reached their lifetime epsilon cap.",
+            http_status=403,
+            capped_days=capped,
+        )
+    remaining = accountant.remaining(from_micro(policy.daily_epsilon_micro), [*events, new_event])
+    return Charge(user, metric_id, days, epsilon_micro, budget_day, policy, remaining)
+
+
+def record(charge: Charge, release) -> LedgerEntry:
+    """Write the ledger row and bump the running totals; same transaction as reserve()."""
+    DailySpend.objects.filter(user=charge.user, day=charge.budget_day).update(
+        spent_micro=F("spent_micro") + charge.epsilon_micro
+    )
+    PartitionSpend.objects.filter(metric_id=charge.metric_id, data_day__in=charge.data_days).update(
+        spent_micro=F("spent_micro") + charge.epsilon_micro
+    )
+    return LedgerEntry.objects.create(
+        user=charge.user,
+        budget_day=charge.budget_day,
+        metric_id=charge.metric_id,
+        data_start=charge.data_days[0],
+        data_end=charge.data_days[-1],
+        epsilon_micro=charge.epsilon_micro,
+        composition=charge.policy.composition,
+        delta=charge.policy.delta,
+        release=release,
+    )
+
+
+def parse_epsilon_micro(value, field: str = "epsilon") -> int:
+    """A positive ε on the 1e-6 grid, from a JSON number or string, as micro-ε."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ApiError("invalid_epsilon", f"{field} must be a positive number.", field=field)
+    try:
+        return to_micro(Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value)))
+    except (ValueError, TypeError, InvalidOperation, ArithmeticError):
+        raise ApiError("invalid_epsilon", f"{field} must be positive with at most 6 decimal places.", field=field)
+
+
+def _parse_policy(data: dict) -> dict:
+    composition = data.get("composition", "pure")
+    if composition not in ("pure", "approximate"):
+        raise ApiError("invalid_composition", "composition must be 'pure' or 'approximate'.")
+    delta = None
+    if composition == "approximate":
+        try:
+            delta = Decimal(str(data.get("delta", "1e-6")))
+        except InvalidOperation:
+            delta = None
+        if delta is None or not Decimal(0) < delta < Decimal("0.001"):
+            raise ApiError("invalid_delta", "delta must be a number in (0, 0.001).")
+    return {
+        "daily_epsilon_micro": parse_epsilon_micro(data.get("daily_epsilon"), "daily_epsilon"),
+        "composition": composition,
+        "delta": delta,
+        "updated_at": timezone.now(),
+    }
+
+
+def set_analyst_budget(*, username: str, data: dict) -> BudgetPolicy:
+    user = get_user_model().objects.filter(username=username).first()
+    if user is None:
+        raise ApiError("unknown_user", f"No user named {username!r}.", http_status=404)
+    policy, _ = BudgetPolicy.objects.update_or_create(user=user, defaults=_parse_policy(data))
+    return policy
+
+
+def set_group_budget(*, name: str, data: dict) -> BudgetPolicy:
+    group = Group.objects.filter(name=name).first()
+    if group is None:
+        raise ApiError("unknown_group", f"No group named {name!r}.", http_status=404)
+    policy, _ = BudgetPolicy.objects.update_or_create(group=group, defaults=_parse_policy(data))
+    return policy
+
+
+def set_partition_cap(*, metric_id: int, data: dict) -> PartitionCap:
+    cap_micro = parse_epsilon_micro(data.get("lifetime_epsilon"), "lifetime_epsilon")
+    cap, _ = PartitionCap.objects.update_or_create(
+        metric_id=metric_id, defaults={"lifetime_epsilon_micro": cap_micro, "updated_at": timezone.now()}
+    )
+    return cap
