@@ -8,7 +8,7 @@ import secrets
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
@@ -16,7 +16,7 @@ from privacy.ldp import PROTOCOLS, choose_protocol
 from telemetry.auth import ROLES, ensure_role_groups, hash_key, ingest_keys
 from telemetry.catalog import catalog
 from telemetry.errors import ApiError
-from telemetry.models import IngestKey, Metric, Report
+from telemetry.models import IngestKey, Metric
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
 MAX_DOMAIN_SIZE = 1024
@@ -50,29 +50,38 @@ def _validated_definition(domain, epsilon, protocol, contribution_bound) -> dict
     }
 
 
-@transaction.atomic
 def create_metric(*, name: str, domain: list, epsilon: float = 2.0, protocol: str = "auto",
                   contribution_bound: int | None = None, description: str = "") -> Metric:
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise _invalid("name", "name must be 1-64 characters of a-z, 0-9, '_' or '-', starting alphanumeric.")
-    if Metric.objects.filter(name=name).exists():
-        raise ApiError("metric_exists", f"Metric {name!r} exists; change it to make a new version.", http_status=409)
     bound = settings.PRIVACY["DEFAULT_CONTRIBUTION_BOUND"] if contribution_bound is None else contribution_bound
-    metric = Metric.objects.create(
-        name=name, description=description, **_validated_definition(domain, epsilon, protocol, bound)
-    )
+    definition = _validated_definition(domain, epsilon, protocol, bound)
+    try:
+        with transaction.atomic():
+            metric = Metric.objects.create(name=name, description=description, **definition)
+    except IntegrityError:  # the unique (name, version) constraint: it exists, or a concurrent create won
+        raise ApiError("metric_exists", f"Metric {name!r} exists; change it to make a new version.", http_status=409)
     catalog.invalidate()
     return metric
 
 
+_CHANGEABLE = frozenset({"domain", "epsilon", "protocol", "contribution_bound", "description"})
+
+
 @transaction.atomic
-def change_metric(*, name: str, **changes) -> Metric:
-    """Change a metric. A version that already has reports is never changed: a new version is made."""
-    current = Metric.objects.select_for_update().filter(name=name).order_by("-version").first()
-    if current is None:
+def change_metric(*, name: str, changes: dict) -> Metric:
+    """Change a metric by making a new version; the old version stays as it was.
+
+    Versions are immutable (only ``description`` is edited in place), so every
+    stored report matches the definition it was validated against, even when
+    another worker's catalog cache was a few seconds stale.
+    """
+    first = Metric.objects.select_for_update().filter(name=name).order_by("version").first()
+    if first is None:
         raise ApiError("unknown_metric", f"No metric named {name!r}.", http_status=404)
-    unknown = changes.keys() - {"domain", "epsilon", "protocol", "contribution_bound", "description"}
-    if unknown:
+    # Changes of one name serialize on its first version's row; read the current one after the lock.
+    current = Metric.objects.filter(name=name).order_by("-version").first()
+    if unknown := changes.keys() - _CHANGEABLE:
         raise _invalid(sorted(unknown)[0], f"Unknown fields {sorted(unknown)}.")
     definition = _validated_definition(
         changes.get("domain", current.domain),
@@ -81,15 +90,15 @@ def change_metric(*, name: str, **changes) -> Metric:
         changes.get("contribution_bound", current.contribution_bound),
     )
     description = changes.get("description", current.description)
-    if Report.objects.filter(metric=current).exists():
-        current = Metric.objects.create(name=name, version=current.version + 1, description=description, **definition)
-    else:
-        for field, value in definition.items():
-            setattr(current, field, value)
+    if not isinstance(description, str):
+        raise _invalid("description", "description must be a string.")
+    if all(getattr(current, field) == value for field, value in definition.items()):
         current.description = description
-        current.save()
+        current.save(update_fields=["description"])
+        return current
+    metric = Metric.objects.create(name=name, version=current.version + 1, description=description, **definition)
     catalog.invalidate()
-    return current
+    return metric
 
 
 def create_ingest_key(*, app: str) -> tuple[IngestKey, str]:

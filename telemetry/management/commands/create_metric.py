@@ -1,6 +1,7 @@
 import json
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 
 from telemetry import services
 from telemetry.errors import ApiError
@@ -19,17 +20,22 @@ class Command(BaseCommand):
         parser.add_argument("--file", help="JSON file with metric definitions.")
 
     def handle(self, *args, **options):
-        for definition in self._definitions(options):
-            try:
-                metric = services.create_metric(**definition)
-            except ApiError as error:
-                raise CommandError(f"{definition.get('name')}: {error.code}: {error.message}")
-            except TypeError as error:
-                raise CommandError(f"{definition.get('name')}: {error}")
+        definitions = self._definitions(options)
+        with transaction.atomic():  # all of the file's metrics, or none
+            created = [self._create(definition) for definition in definitions]
+        for metric in created:
             self.stdout.write(
                 f"created metric {metric.name} v{metric.version}: k={metric.k} epsilon={metric.epsilon}"
                 f" protocol={metric.protocol} contribution_bound={metric.contribution_bound}"
             )
+
+    def _create(self, definition: dict):
+        try:
+            return services.create_metric(**definition)
+        except ApiError as error:
+            raise CommandError(f"{definition.get('name')}: {error.code}: {error.message}")
+        except TypeError as error:
+            raise CommandError(f"{definition.get('name')}: {error}")
 
     def _definitions(self, options) -> list[dict]:
         if options["file"]:
@@ -38,7 +44,10 @@ class Command(BaseCommand):
                     loaded = json.load(handle)
             except (OSError, json.JSONDecodeError) as error:
                 raise CommandError(f"cannot read {options['file']}: {error}")
-            return loaded if isinstance(loaded, list) else [loaded]
+            definitions = loaded if isinstance(loaded, list) else [loaded]
+            if not all(isinstance(d, dict) for d in definitions):
+                raise CommandError(f"{options['file']}: each metric definition must be a JSON object")
+            return definitions
         if not options["name"] or not options["domain"]:
             raise CommandError("give NAME and --domain, or --file")
         return [{
