@@ -103,14 +103,33 @@ def record(charge: Charge, release) -> LedgerEntry:
     )
 
 
-def parse_epsilon_micro(value, field: str = "epsilon") -> int:
-    """A positive ε on the 1e-6 grid, from a JSON number or string, as micro-ε."""
+MAX_EPSILON = Decimal(1_000_000)  # far above any sane budget, far below the bigint column's range
+MIN_DELTA, MAX_DELTA = Decimal("1e-18"), Decimal("0.001")  # the delta column keeps 18 decimal places
+
+
+def _finite_decimal(value) -> Decimal | None:
+    """A finite Decimal of sane magnitude, or None. Huge exponents are refused *before*
+    any exact arithmetic, which would otherwise build numbers like 10**999999999."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ApiError("invalid_epsilon", f"{field} must be a positive number.", field=field)
+        return None
     try:
-        return to_micro(Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value)))
-    except (ValueError, TypeError, InvalidOperation, ArithmeticError):
-        raise ApiError("invalid_epsilon", f"{field} must be positive with at most 6 decimal places.", field=field)
+        number = Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        return None
+    if not number.is_finite() or (number != 0 and not -30 <= number.adjusted() <= 30):
+        return None
+    return number
+
+
+def parse_epsilon_micro(value, field: str = "epsilon") -> int:
+    """A positive ε on the 1e-6 grid, at most MAX_EPSILON, from a JSON number or string, as micro-ε."""
+    number = _finite_decimal(value)
+    if number is None or not 0 < number <= MAX_EPSILON:
+        raise ApiError("invalid_epsilon", f"{field} must be a number in (0, {MAX_EPSILON}].", field=field)
+    try:
+        return to_micro(number)
+    except (ValueError, ArithmeticError):
+        raise ApiError("invalid_epsilon", f"{field} must have at most 6 decimal places.", field=field)
 
 
 def _parse_policy(data: dict) -> dict:
@@ -119,12 +138,10 @@ def _parse_policy(data: dict) -> dict:
         raise ApiError("invalid_composition", "composition must be 'pure' or 'approximate'.")
     delta = None
     if composition == "approximate":
-        try:
-            delta = Decimal(str(data.get("delta", "1e-6")))
-        except InvalidOperation:
-            delta = None
-        if delta is None or not Decimal(0) < delta < Decimal("0.001"):
-            raise ApiError("invalid_delta", "delta must be a number in (0, 0.001).")
+        delta = _finite_decimal(data.get("delta", "1e-6"))
+        if delta is None or not MIN_DELTA <= delta < MAX_DELTA or delta != delta.quantize(MIN_DELTA):
+            raise ApiError("invalid_delta", f"delta must be a number in [{MIN_DELTA}, {MAX_DELTA}) "
+                                            "with at most 18 decimal places.")
     return {
         "daily_epsilon_micro": parse_epsilon_micro(data.get("daily_epsilon"), "daily_epsilon"),
         "composition": composition,
@@ -133,6 +150,7 @@ def _parse_policy(data: dict) -> dict:
     }
 
 
+@transaction.atomic
 def set_analyst_budget(*, username: str, data: dict) -> BudgetPolicy:
     user = get_user_model().objects.filter(username=username).first()
     if user is None:
@@ -141,6 +159,7 @@ def set_analyst_budget(*, username: str, data: dict) -> BudgetPolicy:
     return policy
 
 
+@transaction.atomic
 def set_group_budget(*, name: str, data: dict) -> BudgetPolicy:
     group = Group.objects.filter(name=name).first()
     if group is None:
@@ -149,6 +168,7 @@ def set_group_budget(*, name: str, data: dict) -> BudgetPolicy:
     return policy
 
 
+@transaction.atomic
 def set_partition_cap(*, metric_id: int, data: dict) -> PartitionCap:
     cap_micro = parse_epsilon_micro(data.get("lifetime_epsilon"), "lifetime_epsilon")
     cap, _ = PartitionCap.objects.update_or_create(

@@ -12,6 +12,7 @@ from datetime import date
 from fractions import Fraction
 
 import numpy as np
+from cryptography.exceptions import InvalidTag
 from django.conf import settings
 
 from privacy import central
@@ -41,7 +42,11 @@ def verify_release(release_id) -> dict:
     query = CanonicalQuery(spec.name, spec.version, date.fromisoformat(q["start"]), date.fromisoformat(q["end"]),
                            tuple(q["group_by"]), release.epsilon_micro)
     regions = tuple(release.regions)
-    seed = unseal(parse_key(settings.AUDIT_KEY), bytes(release.sealed_seed), release.id.bytes)
+    try:
+        seed = unseal(parse_key(settings.AUDIT_KEY), bytes(release.sealed_seed), release.id.bytes)
+    except InvalidTag:
+        raise ApiError("audit_seal_invalid", "The sealed seed does not open under the audit key for this "
+                       "release: it was altered, moved from another release, or the key changed.", http_status=409)
     raw = build_grid(spec, query, regions, selectors.recounted_rows(spec, query.start, query.end, release.watermark))
     scale = Fraction(release.noise_scale)
     noise = central.add_noise(np.zeros_like(raw), scale, DRBG(seed))[1]

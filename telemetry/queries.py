@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from datetime import date, timedelta
 from fractions import Fraction
@@ -71,8 +72,11 @@ class Presentation:
     simultaneous: bool = False
 
 
+_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+
+
 def _parse_date(value, field: str) -> date:
-    if not isinstance(value, str) or len(value) != 10:
+    if not isinstance(value, str) or not _DATE_RE.fullmatch(value):
         raise ApiError("invalid_date", f"{field} must be a date written YYYY-MM-DD.", field=field)
     try:
         return date.fromisoformat(value)
@@ -164,8 +168,21 @@ def _hold_rollup_shared() -> None:
             cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [ROLLUP_LOCK])
 
 
-def _create_release(user, spec: MetricSpec, query: CanonicalQuery, presentation: Presentation) -> Release:
+def _lock_query(query: CanonicalQuery) -> None:
+    """Identical non-fresh queries wait for each other, so only the first one pays."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [int(query.key[:15], 16)])
+
+
+def _create_release(user, spec: MetricSpec, query: CanonicalQuery, presentation: Presentation,
+                    fresh: bool) -> tuple[Release, bool]:
+    """(release, cached): a new paid release, or the one a concurrent identical query just made."""
     with transaction.atomic():
+        if not fresh:
+            _lock_query(query)
+            if (released := selectors.latest_release(query.key)) is not None:
+                return released, True
         charge = budget_services.reserve(
             user=user, metric_id=spec.id, data_start=query.start, data_end=query.end,
             epsilon_micro=query.epsilon_micro,
@@ -188,7 +205,7 @@ def _create_release(user, spec: MetricSpec, query: CanonicalQuery, presentation:
         release.released_data = render(release, spec, presentation)
         release.save(force_insert=True)
         budget_services.record(charge, release)
-    return release
+    return release, False
 
 
 # --- post-processing and rendering --------------------------------------------------
@@ -255,12 +272,10 @@ def run_query(*, user, data) -> dict:
     query, spec, presentation, fresh = parse_query(data)
     release = None if fresh else selectors.latest_release(query.key)
     cached = release is not None
-    if cached:
-        data = render(release, spec, presentation)
-    else:
+    if not cached:
         advance_rollup()
-        release = _create_release(user, spec, query, presentation)
-        data = release.released_data
+        release, cached = _create_release(user, spec, query, presentation, fresh)
+    data = render(release, spec, presentation) if cached else release.released_data
     return {
         "data": data,
         "privacy": _privacy_json(release, user, cached),
