@@ -198,8 +198,22 @@ def _basic_micro(events: Iterable[PrivacyEvent]) -> int:
     return sum(event.micro_epsilon for event in events)
 
 
-class PureDPAccountant:
-    """Basic composition of pure ε-DP events: δ = 0 and ε adds up exactly."""
+class _MicroAccountant:
+    """``spent`` and ``remaining`` in ε, from a subclass's exact ``spent_micro``."""
+
+    def spent_micro(self, events: Iterable[PrivacyEvent]) -> int:
+        raise NotImplementedError
+
+    def spent(self, events: Iterable[PrivacyEvent]) -> Decimal:
+        return from_micro(self.spent_micro(events))
+
+    def remaining(self, budget_epsilon: EpsilonLike, events: Iterable[PrivacyEvent]) -> Decimal:
+        """budget − spent, floored at 0 (for PLD informative only: its ε is not additive)."""
+        return from_micro(max(0, to_micro(budget_epsilon) - self.spent_micro(events)))
+
+
+class PureDPAccountant(_MicroAccountant):
+    """Basic composition of pure ε-DP events: δ = 0 and ε adds up exactly (spent = Σ ε_i)."""
 
     @property
     def delta(self) -> Decimal:
@@ -207,14 +221,6 @@ class PureDPAccountant:
 
     def spent_micro(self, events: Iterable[PrivacyEvent]) -> int:
         return _basic_micro(events)
-
-    def spent(self, events: Iterable[PrivacyEvent]) -> Decimal:
-        """Σ ε_i, exactly."""
-        return from_micro(self.spent_micro(events))
-
-    def remaining(self, budget_epsilon: EpsilonLike, events: Iterable[PrivacyEvent]) -> Decimal:
-        """budget − Σ ε_i, floored at 0."""
-        return from_micro(max(0, to_micro(budget_epsilon) - self.spent_micro(events)))
 
     def can_afford(
         self, budget_epsilon: EpsilonLike, events: Iterable[PrivacyEvent], new_event: PrivacyEvent
@@ -280,7 +286,7 @@ def pld_epsilon(
     return _pld_epsilon_cached(_composition(events), _parse_delta(delta), value_discretization_interval)
 
 
-class PLDAccountant:
+class PLDAccountant(_MicroAccountant):
     """(ε, δ)-DP accounting at a fixed δ with privacy loss distributions.
 
     ``spent(events)`` = min(ε(δ) by dp_accounting's PLD accountant, Σ ε_i),
@@ -315,12 +321,6 @@ class PLDAccountant:
         """The unrounded ε(δ) from dp_accounting (no basic-composition cap)."""
         return _pld_epsilon_cached(_composition(events), self._delta, self._interval)
 
-    def spent(self, events: Iterable[PrivacyEvent]) -> Decimal:
-        return from_micro(self.spent_micro(events))
-
-    def remaining(self, budget_epsilon: EpsilonLike, events: Iterable[PrivacyEvent]) -> Decimal:
-        """budget − spent in ε at this δ, floored at 0 (informative: PLD ε is not additive)."""
-        return from_micro(max(0, to_micro(budget_epsilon) - self.spent_micro(events)))
 
     def can_afford(
         self, budget_epsilon: EpsilonLike, events: Iterable[PrivacyEvent], new_event: PrivacyEvent

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from datetime import datetime, timedelta, timezone
 
 import orjson
+from django.db import connections
 from django.test import Client
 
 from telemetry.models import Batch, Report
@@ -53,3 +55,24 @@ def row_counts() -> tuple[int, int]:
     return Batch.objects.count(), Report.objects.count()
 
 
+def run_threads(count, target):
+    """Run target(i) in `count` threads released together; each closes its DB connections."""
+    barrier = threading.Barrier(count)
+    results, errors = [None] * count, []
+
+    def run(i):
+        try:
+            barrier.wait()
+            results[i] = target(i)
+        except BaseException as error:  # noqa: BLE001 - surfaced below
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    return results

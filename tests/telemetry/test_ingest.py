@@ -28,6 +28,7 @@ from _telemetry_helpers import (
     krr_item,
     new_batch_id,
     post_batch,
+    run_threads,
     post_raw,
     row_counts,
     today,
@@ -419,28 +420,6 @@ def test_conflict_does_not_consume_limits(make_metric, key):
     assert item_codes(post_batch(envelope([krr_item(day=day_str(-1))], client_id="cc"), key)) == ["accepted"]
 
 
-def _run_threads(count, target):
-    barrier = threading.Barrier(count)
-    results, errors = [None] * count, []
-
-    def run(i):
-        try:
-            barrier.wait()
-            results[i] = target(i)
-        except BaseException as error:  # noqa: BLE001 - surfaced below
-            errors.append(error)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not errors, errors
-    return results
-
-
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_duplicate_submissions_store_the_batch_exactly_once(make_metric, key):
     """A retried batch racing its own first attempt: stored once, same answer, and its items are not
@@ -457,7 +436,7 @@ def test_concurrent_duplicate_submissions_store_the_batch_exactly_once(make_metr
             response = post_raw(raw, key)
             return response.status_code, response.content
 
-        results = _run_threads(threads, submit)
+        results = run_threads(threads, submit)
         statuses = {status for status, _ in results}
         bodies = {content for _, content in results}
         assert statuses == {200}, results

@@ -15,7 +15,7 @@ from django.db import connection, connections
 
 from telemetry.models import Report
 
-from _telemetry_helpers import day_str, envelope, item_codes, krr_item, post_batch, post_raw, today
+from _telemetry_helpers import day_str, envelope, item_codes, krr_item, post_batch, post_raw, run_threads, today
 
 CAP = settings.PRIVACY["MAX_DAILY_CONTRIBUTIONS"]
 MAX_AGE = settings.PRIVACY["REPORT_MAX_AGE_DAYS"]
@@ -146,28 +146,6 @@ def test_daily_cap_is_per_data_day(make_metric, key):
 # --------------------------------------------------------------------------- concurrency
 
 
-def _run_threads(count, target):
-    barrier = threading.Barrier(count)
-    results, errors = [None] * count, []
-
-    def run(i):
-        try:
-            barrier.wait()
-            results[i] = target(i)
-        except BaseException as error:  # noqa: BLE001 - surfaced below
-            errors.append(error)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not errors, errors
-    return results
-
-
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_batches_of_one_client_never_exceed_the_bounds(make_metric, key):
     bounded = make_metric(name="bounded", bound=3)
@@ -179,7 +157,7 @@ def test_concurrent_batches_of_one_client_never_exceed_the_bounds(make_metric, k
         assert response.status_code == 200
         return response.json()
 
-    answers = _run_threads(16, submit)
+    answers = run_threads(16, submit)
     accepted = sum(answer["accepted"] for answer in answers)
     assert Report.objects.filter(metric=bounded).count() == 3
     assert Report.objects.count() == accepted == CAP
@@ -197,7 +175,7 @@ def test_concurrent_batches_of_many_clients_are_each_bounded(make_metric, key):
         response = post_batch(envelope([krr_item("bounded") for _ in range(3)], client_id=client), key)
         return response.json()["accepted"]
 
-    accepted = _run_threads(16, submit)
+    accepted = run_threads(16, submit)
     assert sum(accepted) == 4 * 2 == Report.objects.count()
 
 
@@ -292,7 +270,7 @@ def test_concurrent_duplicates_leave_counters_equal_to_stored_rows(make_metric, 
     bound minus what was actually stored."""
     metric = make_metric(bound=3)
     raw = orjson.dumps(envelope([krr_item()], client_id="racing-dup"))
-    _run_threads(8, lambda _: post_raw(raw, key).status_code)
+    run_threads(8, lambda _: post_raw(raw, key).status_code)
     stored = Report.objects.filter(metric=metric).count()
     response = post_batch(envelope([krr_item(), krr_item(), krr_item()], client_id="racing-dup"), key)
     assert response.json()["accepted"] == 3 - stored
