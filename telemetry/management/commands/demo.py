@@ -42,7 +42,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=8000)
-        parser.add_argument("--users", type=int, default=600, help="Simulated users per metric, day and region.")
+        parser.add_argument("--users", type=int, default=100, help="Simulated users per metric, day and region.")
         parser.add_argument("--exit-after-seed", action="store_true", help="Stop once the demo data is in.")
 
     def handle(self, *args, port, users, exit_after_seed, **options):
