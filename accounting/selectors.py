@@ -7,6 +7,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 
 from django.conf import settings
+from django.db.models import Count
 
 from accounting.accountants import DiscreteLaplaceEvent, PLDAccountant, PureDPAccountant, from_micro, to_micro
 from accounting.models import BudgetPolicy, DailySpend, LedgerEntry, PartitionCap, PartitionSpend
@@ -50,20 +51,27 @@ def effective_policy(user) -> EffectivePolicy:
 
 
 def day_events(user, day: date) -> list[DiscreteLaplaceEvent]:
-    micros = LedgerEntry.objects.filter(user=user, budget_day=day).values_list("epsilon_micro", flat=True)
-    return [DiscreteLaplaceEvent(from_micro(m)) for m in micros]
+    """The day's spends as accountant events, read grouped by ε (one row per distinct ε)."""
+    grouped = (LedgerEntry.objects.filter(user=user, budget_day=day)
+               .values_list("epsilon_micro").annotate(count=Count("id")).order_by())
+    return [event for micro, count in grouped for event in [DiscreteLaplaceEvent(from_micro(micro))] * count]
+
+
+def spent_micro(user, day: date, policy: EffectivePolicy) -> int:
+    """ε spent on ``day`` under the policy's composition. Pure: the running total, Σ ε_i."""
+    if policy.composition == "pure":
+        return DailySpend.objects.filter(user=user, day=day).values_list("spent_micro", flat=True).first() or 0
+    return policy.accountant().spent_micro(day_events(user, day))
 
 
 def budget_status(user, now: datetime | None = None) -> dict:
     today = utc_today(now)
     policy = effective_policy(user)
-    accountant = policy.accountant()
-    events = day_events(user, today)
-    budget = from_micro(policy.daily_epsilon_micro)
+    spent = spent_micro(user, today, policy)
     return {
-        "daily_epsilon": budget,
-        "spent": accountant.spent(events),
-        "remaining": accountant.remaining(budget, events),
+        "daily_epsilon": from_micro(policy.daily_epsilon_micro),
+        "spent": from_micro(spent),
+        "remaining": from_micro(max(0, policy.daily_epsilon_micro - spent)),
         "composition": policy.composition,
         "delta": policy.delta,
         "policy_source": policy.source,

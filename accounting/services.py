@@ -55,17 +55,21 @@ def reserve(*, user, metric_id: int, data_start: date, data_end: date, epsilon_m
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("reserve() must run inside the release's transaction")
     budget_day = utc_today(now)
-    _lock_daily_spend(user, budget_day)
+    daily = _lock_daily_spend(user, budget_day)
     policy = effective_policy(user)
-    accountant = policy.accountant()
-    events = day_events(user, budget_day)
-    new_event = DiscreteLaplaceEvent(from_micro(epsilon_micro))
-    if not accountant.can_afford(from_micro(policy.daily_epsilon_micro), events, new_event):
+    budget = policy.daily_epsilon_micro
+    if policy.composition == "pure":  # the locked running total is Σ ε_i
+        spent_before, spent_after = daily.spent_micro, daily.spent_micro + epsilon_micro
+    else:
+        accountant, events = policy.accountant(), day_events(user, budget_day)
+        spent_before = accountant.spent_micro(events)
+        spent_after = accountant.spent_micro([*events, DiscreteLaplaceEvent(from_micro(epsilon_micro))])
+    if spent_after > budget:
         raise ApiError(
             "budget_exhausted",
             "This query's epsilon exceeds your remaining daily privacy budget.",
             http_status=429,
-            budget_remaining=str(accountant.remaining(from_micro(policy.daily_epsilon_micro), events)),
+            budget_remaining=str(from_micro(max(0, budget - spent_before))),
             resets_at=resets_at(budget_day).isoformat(),
         )
     days = _days(data_start, data_end)
@@ -78,8 +82,7 @@ def reserve(*, user, metric_id: int, data_start: date, data_end: date, epsilon_m
             http_status=403,
             capped_days=capped,
         )
-    remaining = accountant.remaining(from_micro(policy.daily_epsilon_micro), [*events, new_event])
-    return Charge(user, metric_id, days, epsilon_micro, budget_day, policy, remaining)
+    return Charge(user, metric_id, days, epsilon_micro, budget_day, policy, from_micro(budget - spent_after))
 
 
 def record(charge: Charge, release) -> LedgerEntry:

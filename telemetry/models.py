@@ -118,7 +118,8 @@ class Release(models.Model):
     """One central-DP answer, its noisy counts and its audit record.
 
     ``noisy_counts`` is the mechanism's output (raw + exact noise) over the
-    query's data-independent grid; re-serving it is free post-processing.
+    query's data-independent grid; re-serving it is free post-processing, and
+    ``released_digest`` pins what that post-processing returned the first time.
     Raw counts are never stored here. ``sealed_seed`` is the DRBG seed that
     drew the noise, AES-GCM-sealed under the audit key; with it and
     ``watermark`` an admin re-derives the noise and recounts the raw data.
@@ -138,5 +139,5 @@ class Release(models.Model):
     sealed_seed = models.BinaryField()
     confidence = models.FloatField(default=0.95)
     simultaneous = models.BooleanField(default=False)
-    released_data = models.JSONField(default=list, help_text="The data as first returned, for audits.")
+    released_digest = models.CharField(max_length=64, default="", help_text="SHA-256 of the data as first returned.")
     created_at = models.DateTimeField(default=timezone.now)

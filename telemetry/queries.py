@@ -17,6 +17,7 @@ from datetime import date, timedelta
 from fractions import Fraction
 
 import numpy as np
+import orjson
 from django.conf import settings
 from django.db import connection, transaction
 
@@ -140,8 +141,9 @@ def grid_axes(query: CanonicalQuery, regions: tuple[str, ...]) -> tuple[list, li
     return days, (list(regions) if "region" in query.group_by else [None])
 
 
-def build_grid(spec: MetricSpec, query: CanonicalQuery, regions: tuple[str, ...], rows) -> np.ndarray:
-    """Raw counts on the full grid (days x regions x width), zeros included.
+def build_grid(spec: MetricSpec, query: CanonicalQuery, regions: tuple[str, ...],
+               rows: selectors.CountRows) -> np.ndarray:
+    """Raw counts on the full grid, (days x regions) rows by width columns, zeros included.
 
     Regions outside the configured axis (after a configuration change) count
     as "" so nothing is dropped.
@@ -149,14 +151,15 @@ def build_grid(spec: MetricSpec, query: CanonicalQuery, regions: tuple[str, ...]
     days, region_list = grid_axes(query, regions)
     day_index = {d: i for i, d in enumerate(days)}
     region_index = {r: i for i, r in enumerate(region_list)}
-    grid = np.zeros((len(days), len(region_list), central.grid_width(spec.oracle)), dtype=np.int64)
-    for day, region, reports, support in rows:
-        d = day_index[day] if "day" in query.group_by else 0
-        r = region_index.get(region, region_index.get("")) if "region" in query.group_by else 0
-        grid[d, r, : spec.k] += support
-        if central.counts_n_separately(spec.oracle):
-            grid[d, r, spec.k] += reports
-    return grid.reshape(len(days) * len(region_list), -1)
+    d = [day_index[day] for day in rows.days] if "day" in query.group_by else [0] * len(rows.days)
+    r = [region_index.get(region, region_index.get("")) for region in rows.regions] \
+        if "region" in query.group_by else [0] * len(rows.regions)
+    cell = np.array(d, dtype=np.int64) * len(region_list) + np.array(r, dtype=np.int64)
+    grid = np.zeros((len(days) * len(region_list), central.grid_width(spec.oracle)), dtype=np.int64)
+    np.add.at(grid[:, : spec.k], cell, rows.support)
+    if central.counts_n_separately(spec.oracle):
+        np.add.at(grid[:, spec.k], cell, rows.reports)
+    return grid
 
 
 # --- release ------------------------------------------------------------------------
@@ -176,13 +179,14 @@ def _lock_query(query: CanonicalQuery) -> None:
 
 
 def _create_release(user, spec: MetricSpec, query: CanonicalQuery, presentation: Presentation,
-                    fresh: bool) -> tuple[Release, bool]:
-    """(release, cached): a new paid release, or the one a concurrent identical query just made."""
+                    fresh: bool) -> tuple[Release, dict | None]:
+    """(release, response parts) of a new paid release, or (release, None) for the one a
+    concurrent identical query just made (then cached)."""
     with transaction.atomic():
         if not fresh:
             _lock_query(query)
             if (released := selectors.latest_release(query.key)) is not None:
-                return released, True
+                return released, None
         charge = budget_services.reserve(
             user=user, metric_id=spec.id, data_start=query.start, data_end=query.end,
             epsilon_micro=query.epsilon_micro,
@@ -202,31 +206,36 @@ def _create_release(user, spec: MetricSpec, query: CanonicalQuery, presentation:
             confidence=presentation.confidence, simultaneous=presentation.simultaneous,
         )
         release.sealed_seed = seal(parse_key(settings.AUDIT_KEY), seed, release.id.bytes)
-        release.released_data = render(release, spec, presentation)
+        data = render(release, spec, presentation)
+        release.released_digest = released_digest(data)
         release.save(force_insert=True)
         budget_services.record(charge, release)
-    return release, False
+    privacy = _privacy_json(release, charge.remaining_after, budget_selectors.resets_at(charge.budget_day),
+                            charge.policy.delta, cached=False)
+    return release, {"data": data, "privacy": privacy}
 
 
 # --- post-processing and rendering --------------------------------------------------
 
 
-def _cell_json(spec, day, region, reports, counts, low, high) -> dict:
+def _cell(day: str | None, region: str | None, reports, counts: np.ndarray, low: np.ndarray,
+          high: np.ndarray) -> dict:
     cell = {}
     if day is not None:
-        cell["day"] = day.isoformat()
+        cell["day"] = day
     if region is not None:
-        cell["region"] = region or UNKNOWN_REGION
-    cell["reports"] = int(reports)
-    cell["values"] = [
-        {"value": label, "count": c, "ci_low": round(lo, 2), "ci_high": round(hi, 2)}
-        for label, c, lo, hi in zip(spec.domain, counts.tolist(), low.tolist(), high.tolist())
-    ]
+        cell["region"] = region
+    cell.update(reports=reports, counts=counts, ci_low=low, ci_high=high)
     return cell
 
 
 def render(release: Release, spec: MetricSpec, presentation: Presentation) -> list[dict]:
-    """The released data: post-processing of the stored noisy counts, deterministic."""
+    """The released data: post-processing of the stored noisy counts, deterministic.
+
+    Cells are columnar: ``counts``, ``ci_low`` and ``ci_high`` list one entry per
+    value of the metric's domain, in its order. Regions whose noisy total is below
+    COARSEN_THRESHOLD are summed into one "other" cell per day.
+    """
     query = CanonicalQuery(spec.name, spec.version, date.fromisoformat(release.query["start"]),
                            date.fromisoformat(release.query["end"]), tuple(release.query["group_by"]),
                            release.epsilon_micro)
@@ -236,49 +245,69 @@ def render(release: Release, spec: MetricSpec, presentation: Presentation) -> li
     shape = (len(days), len(regions))
     reports, counts = processed.reports.reshape(shape), processed.counts.reshape(*shape, spec.k)
     unbiased, variance = processed.unbiased.reshape(*shape, spec.k), processed.variance.reshape(*shape, spec.k)
-    coarsened = "region" in query.group_by
-    small = central.coarsen_mask(reports, settings.PRIVACY["COARSEN_THRESHOLD"]) if coarsened \
+    small = central.coarsen_mask(reports, settings.PRIVACY["COARSEN_THRESHOLD"]) if "region" in query.group_by \
         else np.zeros(shape, dtype=bool)
+    conf, simultaneous = presentation.confidence, presentation.simultaneous
+    low, high = central.intervals(unbiased, variance, conf, simultaneous)
+    day_labels = [day.isoformat() if day else None for day in days]
+    region_labels = [None if r is None else (r or UNKNOWN_REGION) for r in regions]
+    columns = reports, counts, np.round(low, 2), np.round(high, 2)
+    merged = small[..., None]  # "other": sums of the small regions' post-processed values
+    other_low, other_high = central.intervals(np.where(merged, unbiased, 0).sum(1), np.where(merged, variance, 0).sum(1),
+                                              conf, simultaneous)
+    others = (np.where(small, reports, 0).sum(1), np.where(merged, counts, 0).sum(1),
+              np.round(other_low, 2), np.round(other_high, 2))
     data = []
-    for d, day in enumerate(days):
-        for r in np.flatnonzero(~small[d]):
-            low, high = central.intervals(unbiased[d, r], variance[d, r], presentation.confidence,
-                                          presentation.simultaneous)
-            data.append(_cell_json(spec, day, regions[r], reports[d, r], counts[d, r], low, high))
-        if small[d].any():  # "other": sums of the small regions' post-processed values
-            merged = small[d]
-            low, high = central.intervals(unbiased[d, merged].sum(0), variance[d, merged].sum(0),
-                                          presentation.confidence, presentation.simultaneous)
-            data.append(_cell_json(spec, day, OTHER_REGION, reports[d, merged].sum(), counts[d, merged].sum(0),
-                                   low, high))
+    for d in range(len(days)):
+        for r in np.flatnonzero(~small[d]).tolist():
+            data.append(_cell(day_labels[d], region_labels[r], *(column[d, r] for column in columns)))
+        if small[d].any():
+            data.append(_cell(day_labels[d], OTHER_REGION, *(column[d] for column in others)))
     return data
 
 
-def _privacy_json(release: Release, user, cached: bool) -> dict:
-    status = budget_selectors.budget_status(user)
-    entry = release.ledger_entries.first()
+def dumps(response) -> bytes:
+    """JSON of a query response; its cells hold numpy rows, which orjson writes directly."""
+    return orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def released_digest(data: list[dict]) -> str:
+    """SHA-256 of the released data as serialized: the audit compares a replay against it."""
+    return hashlib.sha256(dumps(data)).hexdigest()
+
+
+def _privacy_json(release: Release, remaining, resets_at, delta, cached: bool) -> dict:
     return {
         "epsilon": float(from_micro(release.epsilon_micro)),
-        "delta": float(entry.delta) if entry else 0.0,
+        "delta": float(delta),
         "differential_privacy": True,
         "ldp_corrected": True,
-        "budget_remaining": float(status["remaining"]),
-        "resets_at": status["resets_at"].isoformat(),
+        "budget_remaining": float(remaining),
+        "resets_at": resets_at.isoformat(),
         "cached": cached,
     }
+
+
+def _cached_response(release: Release, spec: MetricSpec, user, presentation: Presentation) -> dict:
+    status = budget_selectors.budget_status(user)
+    entry = release.ledger_entries.only("delta").first()
+    privacy = _privacy_json(release, status["remaining"], status["resets_at"], entry.delta if entry else 0,
+                            cached=True)
+    return {"data": render(release, spec, presentation), "privacy": privacy}
 
 
 def run_query(*, user, data) -> dict:
     query, spec, presentation, fresh = parse_query(data)
     release = None if fresh else selectors.latest_release(query.key)
-    cached = release is not None
-    if not cached:
+    parts = None
+    if release is None:
         advance_rollup()
-        release, cached = _create_release(user, spec, query, presentation, fresh)
-    data = render(release, spec, presentation) if cached else release.released_data
+        release, parts = _create_release(user, spec, query, presentation, fresh)
+    if parts is None:
+        parts = _cached_response(release, spec, user, presentation)
     return {
-        "data": data,
-        "privacy": _privacy_json(release, user, cached),
+        **parts,
+        "values": list(spec.domain),
         "release": {"id": str(release.id), "created_at": release.created_at.isoformat(),
                     "data_as_of_report_id": release.watermark, "query": release.query},
     }

@@ -43,34 +43,56 @@ def _as_date(day) -> date:
     return date.fromisoformat(day) if isinstance(day, str) else day  # SQLite returns text from raw SQL
 
 
-def observed_rows(spec: MetricSpec, start: date, end: date) -> list[tuple[date, str, int, np.ndarray]]:
-    """Rolled-up (day, region, reports, support counts) for days in [start, end]."""
+@dataclass
+class CountRows:
+    """Raw counts per (day, region) as parallel columns: row i is (days[i], regions[i])."""
+
+    days: list[date]
+    regions: list[str]
+    reports: np.ndarray  # (n,) int64
+    support: np.ndarray  # (n, k) int64
+
+    @classmethod
+    def from_blobs(cls, k: int, rows: list[tuple]) -> "CountRows":
+        """From (day, region, reports, support bytes) rows; one numpy conversion for all blobs."""
+        support = np.frombuffer(b"".join(bytes(row[3]) for row in rows), dtype="<i8").reshape(len(rows), k)
+        return cls([_as_date(row[0]) for row in rows], [row[1] for row in rows],
+                   np.array([row[2] for row in rows], dtype=np.int64), support.astype(np.int64))
+
+
+def observed_rows(spec: MetricSpec, start: date, end: date) -> CountRows:
+    """Rolled-up counts of each (day, region) with days in [start, end]."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT day, region, reports, support FROM telemetry_observedcounts"
             " WHERE metric_id = %s AND day >= %s AND day <= %s",
             [spec.id, start, end],
         )
-        return [(_as_date(d), r, n, np.frombuffer(bytes(s), dtype="<i8")) for d, r, n, s in cursor.fetchall()]
+        return CountRows.from_blobs(spec.k, cursor.fetchall())
 
 
-def recounted_rows(spec: MetricSpec, start: date, end: date, up_to_report_id: int) -> list[tuple]:
-    """The same rows as :func:`observed_rows`, recounted from the raw reports with id <= the watermark."""
+def recounted_rows(spec: MetricSpec, start: date, end: date, up_to_report_id: int) -> CountRows:
+    """The same counts as :func:`observed_rows`, recounted from the raw reports with id <= the watermark."""
     base = " FROM telemetry_report WHERE metric_id = %s AND day >= %s AND day <= %s AND id <= %s"
     params = [spec.id, start, end, up_to_report_id]
+    totals: dict[tuple, tuple[int, np.ndarray]] = {}
     with connection.cursor() as cursor:
         if spec.protocol == "krr":
             cursor.execute("SELECT day, region, value, COUNT(*)" + base + " GROUP BY day, region, value", params)
-            grouped: dict[tuple, np.ndarray] = {}
             for day, region, value, count in cursor.fetchall():
-                grouped.setdefault((_as_date(day), region), np.zeros(spec.k, dtype=np.int64))[value] = count
-            return [(d, r, int(s.sum()), s) for (d, r), s in grouped.items()]
-        cursor.execute("SELECT day, region, payload" + base, params)
-        payloads: dict[tuple, list[bytes]] = {}
-        for day, region, payload in cursor.fetchall():
-            payloads.setdefault((_as_date(day), region), []).append(bytes(payload))
-    oracle = spec.oracle
-    return [(d, r, len(p), oracle.support_counts(oracle.unpack(p))) for (d, r), p in payloads.items()]
+                reports, support = totals.setdefault((_as_date(day), region), (0, np.zeros(spec.k, dtype=np.int64)))
+                support[value] = count
+                totals[(_as_date(day), region)] = (reports + count, support)
+        else:
+            cursor.execute("SELECT day, region, payload" + base, params)
+            payloads: dict[tuple, list[bytes]] = {}
+            for day, region, payload in cursor.fetchall():
+                payloads.setdefault((_as_date(day), region), []).append(bytes(payload))
+            oracle = spec.oracle
+            totals = {key: (len(p), oracle.support_counts(oracle.unpack(p))) for key, p in payloads.items()}
+    return CountRows([d for d, _ in totals], [r for _, r in totals],
+                     np.array([n for n, _ in totals.values()], dtype=np.int64),
+                     np.array([s for _, s in totals.values()], dtype=np.int64).reshape(len(totals), spec.k))
 
 
 def observed_counts(spec: MetricSpec, start: date, end: date, group_by: tuple[str, ...] = ()) -> list[ObservedCell]:
@@ -80,7 +102,8 @@ def observed_counts(spec: MetricSpec, start: date, end: date, group_by: tuple[st
     data-independent grid (telemetry.queries).
     """
     cells: dict[tuple, ObservedCell] = {}
-    for day, region, reports, support in observed_rows(spec, start, end):
+    rows = observed_rows(spec, start, end)
+    for day, region, reports, support in zip(rows.days, rows.regions, rows.reports.tolist(), rows.support):
         key = _cell_key(day, region, group_by)
         cell = cells.get(key)
         if cell is None:
@@ -130,4 +153,4 @@ def active_ingest_key(key_hash: str) -> IngestKey | None:
 
 
 def latest_release(query_key: str) -> Release | None:
-    return Release.objects.filter(query_key=query_key).order_by("-created_at").first()
+    return Release.objects.filter(query_key=query_key).order_by("-created_at").defer("sealed_seed").first()

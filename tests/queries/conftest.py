@@ -121,10 +121,10 @@ class Toolbox:
 
     @staticmethod
     def run(user, body: dict) -> dict:
-        """The query service called directly (no HTTP)."""
-        from telemetry.queries import run_query
+        """The query service called directly (no HTTP), as a client would parse its JSON."""
+        from telemetry.queries import dumps, run_query
 
-        return run_query(user=user, data=body)
+        return orjson.loads(dumps(run_query(user=user, data=body)))
 
     @staticmethod
     def noisy(release) -> np.ndarray:

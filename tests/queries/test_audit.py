@@ -18,6 +18,7 @@ from privacy import central
 from privacy.drbg import DRBG
 from privacy.sealing import parse_key, unseal
 from telemetry.models import Release, Report
+from telemetry.queries import released_digest
 from telemetry.rollup import advance_rollup
 
 pytestmark = pytest.mark.django_db
@@ -55,8 +56,8 @@ def test_krr_release_replays_exactly(q, analyst, admin, color):
     assert (noisy.reshape(-1) == q.noisy(release)).all()
     assert [(c["day"], c["region"]) for c in report["cells"]] == [
         (day.isoformat(), region) for day in (q.day(-2), q.day(-1)) for region in q.axis]
-    # the released data is what the analyst got
-    assert release.released_data == result["data"]
+    # the digest pins the released data the analyst got
+    assert release.released_digest == released_digest(result["data"])
 
 
 def test_the_sealed_seed_alone_re_derives_the_noise(q, analyst, color):
@@ -122,10 +123,10 @@ def test_a_tampered_noisy_count_fails_verification_in_that_cell_only(q, analyst,
 
 def test_tampered_released_data_fails_postprocessing_verification(q, analyst, admin, color):
     user, _ = analyst
-    release, _, _ = _krr_release(q, user, color)
-    data = release.released_data
-    data[0]["values"][0]["count"] += 1
-    Release.objects.filter(id=release.id).update(released_data=data)
+    release, _, result = _krr_release(q, user, color)
+    data = result["data"]
+    data[0]["counts"][0] += 1
+    Release.objects.filter(id=release.id).update(released_digest=released_digest(data))
     report = _verify(q, admin[1], release.id).json()
     assert report["noise_verified"] is True and report["postprocessing_verified"] is False
 

@@ -172,10 +172,10 @@ def test_intervals_cover_the_true_counts_at_their_level(q, analyst):
         result = q.run(user, q.body(metric, start, end, epsilon="0.2", group_by=["day"]))
         assert len(result["data"]) == 90
         for cell in result["data"]:
-            for truth, value in zip(true_counts, cell["values"]):
+            for truth, low, high in zip(true_counts, cell["ci_low"], cell["ci_high"]):
                 total += 1
-                covered += value["ci_low"] <= truth <= value["ci_high"]
-                widths.append(value["ci_high"] - value["ci_low"])
+                covered += low <= truth <= high
+                widths.append(high - low)
     coverage = covered / total
     assert total == 810
     assert 0.91 <= coverage <= 0.99, coverage

@@ -31,8 +31,8 @@ def _post_processed(release, metric):
 
 def _check_cells(cells, k):
     for cell in cells:
-        counts = [v["count"] for v in cell["values"]]
-        assert len(counts) == k
+        counts = cell["counts"]
+        assert len(counts) == k == len(cell["ci_low"]) == len(cell["ci_high"])
         assert all(isinstance(c, int) and c >= 0 for c in counts), cell
         assert isinstance(cell["reports"], int) and cell["reports"] >= 0
         assert sum(counts) == cell["reports"], cell
@@ -69,16 +69,16 @@ def test_small_regions_are_merged_into_other_by_their_noisy_totals(q, analyst, c
             for cell in cells:
                 if cell["region"] == "other":
                     assert cell["reports"] == int(reports[d][small].sum())
-                    assert [v["count"] for v in cell["values"]] == counts[d][small].sum(0).tolist()
-                    assert all(v["ci_low"] <= v["ci_high"] for v in cell["values"])
+                    assert cell["counts"] == counts[d][small].sum(0).tolist()
+                    assert all(low <= high for low, high in zip(cell["ci_low"], cell["ci_high"]))
                 else:
                     r = many_regions.index("" if cell["region"] == "unknown" else cell["region"])
                     assert cell["reports"] == int(reports[d, r])
-                    assert [v["count"] for v in cell["values"]] == counts[d, r].tolist()
+                    assert cell["counts"] == counts[d, r].tolist()
             # totals preserved: the output cells add up to the whole noisy (post-processed) grid of the day
             assert sum(c["reports"] for c in cells) == int(reports[d].sum())
             for v in range(k):
-                assert sum(c["values"][v]["count"] for c in cells) == int(counts[d, :, v].sum())
+                assert sum(c["counts"][v] for c in cells) == int(counts[d, :, v].sum())
             assert {"DE", "US"} <= shown  # large regions are never merged at this ε
             raw_n = {r: sum(sizes.get(r, [0])) for r in many_regions}
             seen_raw_big_merged += sum(1 for r, s in zip(many_regions, small) if s and raw_n[r] >= threshold)
@@ -110,7 +110,7 @@ def test_no_coarsening_without_region_grouping(q, analyst, color, many_regions):
     assert all("region" not in c for c in result["data"])
     _check_cells(result["data"], 3)
     total = q.run(user, q.body(color, q.day(-3), q.day(-1), epsilon="1"))
-    assert len(total["data"]) == 1 and set(total["data"][0]) == {"reports", "values"}
+    assert len(total["data"]) == 1 and set(total["data"][0]) == {"reports", "counts", "ci_low", "ci_high"}
 
 
 def test_consistent_counts_for_a_non_krr_protocol(q, analyst, many_regions):

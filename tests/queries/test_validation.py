@@ -162,7 +162,8 @@ def test_response_shape(q, analyst, color):
     response = q.post(q.client(token), q.body(color, q.day(-2), q.day(-1), epsilon="0.5", group_by=["day"]))
     assert response.status_code == 200, response.json()
     body = response.json()
-    assert set(body) == {"data", "privacy", "release"}
+    assert set(body) == {"data", "values", "privacy", "release"}
+    assert body["values"] == ["red", "green", "blue"]  # the order of every cell's columns
     privacy = body["privacy"]
     assert set(privacy) == {"epsilon", "delta", "differential_privacy", "ldp_corrected", "budget_remaining",
                             "resets_at", "cached"}
@@ -185,11 +186,11 @@ def test_response_shape(q, analyst, color):
     for cell in data:
         assert "region" not in cell
         assert isinstance(cell["reports"], int) and cell["reports"] >= 0
-        assert [v["value"] for v in cell["values"]] == ["red", "green", "blue"]
-        for value in cell["values"]:
-            assert isinstance(value["count"], int) and value["count"] >= 0
-            assert 0 <= value["ci_low"] <= value["ci_high"]
-        assert sum(v["count"] for v in cell["values"]) == cell["reports"]
+        assert len(cell["counts"]) == len(cell["ci_low"]) == len(cell["ci_high"]) == 3
+        for count, low, high in zip(cell["counts"], cell["ci_low"], cell["ci_high"]):
+            assert isinstance(count, int) and count >= 0
+            assert 0 <= low <= high
+        assert sum(cell["counts"]) == cell["reports"]
     # the release is recorded with its ledger row before it is returned
     assert release.ledger_entries.count() == 1
     assert release.ledger_entries.get().epsilon_micro == 500_000
