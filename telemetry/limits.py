@@ -11,6 +11,10 @@ Counters are keyed by ``HMAC-SHA256(secret_day, client_id)``. ``secret_day`` is
 (Redis, or this process for the embedded default) with the counters; both
 expire once the day can no longer receive reports, after which nobody can link
 a counter to a client id (ARCHITECTURE.md, invariant 1).
+
+A batch is admitted in one round trip: the items are grouped by (day, metric),
+each group's counter keys are derived once, and one Lua script decides every
+item in order and bumps each counter once by its total.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -28,29 +33,57 @@ from django.conf import settings
 
 ACCEPTED, DAILY_LIMIT, METRIC_LIMIT = 0, 1, 2
 
-# Both counters of an item are checked and bumped in one script run, so
-# concurrent batches of one client can never overshoot either bound.
+# One run decides a whole batch, item by item in order, so concurrent batches of
+# one client can never overshoot either bound. ARGV: cap, ttl, D, D daily keys,
+# then per (day, metric) group: its daily key's position (1-based), its counter
+# key and its bound; last, the items as a string of 2-byte big-endian group
+# numbers (0-based). Every counter is read once (MGET) and written once.
+# Returns one decision digit per item.
 _ADMIT_LUA = """
-local cap, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
-local out = {}
-for i = 3, #ARGV, 3 do
-  local daily_key, metric_key, bound = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-  if tonumber(redis.call('GET', daily_key) or '0') >= cap then
-    out[#out + 1] = 1
-  elseif tonumber(redis.call('GET', metric_key) or '0') >= bound then
-    out[#out + 1] = 2
+local cap, ttl, nd = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local dkeys, dcount, dadd = {}, {}, {}
+for d = 1, nd do dkeys[d] = ARGV[3 + d] end
+local values = redis.call('MGET', unpack(dkeys))
+for d = 1, nd do dcount[d] = tonumber(values[d]) or 0; dadd[d] = 0 end
+local pos, last = 4 + nd, #ARGV
+local mday, mkeys, mbound, mcount, madd = {}, {}, {}, {}, {}
+local nm = 0
+while pos < last do
+  nm = nm + 1
+  mday[nm], mkeys[nm], mbound[nm] = tonumber(ARGV[pos]), ARGV[pos + 1], tonumber(ARGV[pos + 2])
+  pos = pos + 3
+end
+values = redis.call('MGET', unpack(mkeys))
+for m = 1, nm do mcount[m] = tonumber(values[m]) or 0; madd[m] = 0 end
+local items, out = ARGV[last], {}
+for i = 1, #items, 2 do
+  local hi, lo = string.byte(items, i, i + 1)
+  local m = hi * 256 + lo + 1
+  local d = mday[m]
+  if dcount[d] >= cap then
+    out[#out + 1] = '1'
+  elseif mcount[m] >= mbound[m] then
+    out[#out + 1] = '2'
   else
-    redis.call('INCR', daily_key); redis.call('EXPIRE', daily_key, ttl)
-    redis.call('INCR', metric_key); redis.call('EXPIRE', metric_key, ttl)
-    out[#out + 1] = 0
+    dcount[d], dadd[d] = dcount[d] + 1, dadd[d] + 1
+    mcount[m], madd[m] = mcount[m] + 1, madd[m] + 1
+    out[#out + 1] = '0'
   end
 end
-return out
+for d = 1, nd do
+  if dadd[d] > 0 then redis.call('INCRBY', dkeys[d], dadd[d]); redis.call('EXPIRE', dkeys[d], ttl) end
+end
+for m = 1, nm do
+  if madd[m] > 0 then redis.call('INCRBY', mkeys[m], madd[m]); redis.call('EXPIRE', mkeys[m], ttl) end
+end
+return table.concat(out)
 """
 
+# ARGV: key, count, key, count, ...: take back up to count, never below zero.
 _REFUND_LUA = """
-for i = 1, #ARGV do
-  if tonumber(redis.call('GET', ARGV[i]) or '0') > 0 then redis.call('DECR', ARGV[i]) end
+for i = 1, #ARGV, 2 do
+  local current = tonumber(redis.call('GET', ARGV[i]) or '0')
+  if current > 0 then redis.call('DECRBY', ARGV[i], math.min(current, tonumber(ARGV[i + 1]))) end
 end
 return 1
 """
@@ -68,10 +101,33 @@ def _ttl_seconds() -> int:
     return (settings.PRIVACY["REPORT_MAX_AGE_DAYS"] + 2) * 86400
 
 
+def _pseudonym(secret: bytes, client_id: str) -> str:
+    return hmac.new(secret, client_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+
 def _counter_keys(secret: bytes, client_id: str, item: Contribution) -> tuple[str, str]:
-    pseudonym = hmac.new(secret, client_id.encode(), hashlib.sha256).hexdigest()[:32]
-    daily_key = f"lim:{item.day.isoformat()}:{pseudonym}"
+    daily_key = f"lim:{item.day.isoformat()}:{_pseudonym(secret, client_id)}"
     return daily_key, f"{daily_key}:{item.metric_id}"
+
+
+def group_contributions(items: list[Contribution]) -> tuple[list[Contribution], list[int]]:
+    """The distinct (day, metric) groups in first-seen order, and each item's group."""
+    position: dict[Contribution, int] = {}
+    groups: list[Contribution] = []
+    item_groups = []
+    for item in items:
+        group = position.get(item)
+        if group is None:
+            group = position[item] = len(groups)
+            groups.append(item)
+        item_groups.append(group)
+    return groups, item_groups
+
+
+def _decisions(out: bytes, count: int) -> list[int]:
+    if out == b"0" * count:
+        return [ACCEPTED] * count
+    return [digit - 48 for digit in out]
 
 
 class RedisLimiter:
@@ -82,6 +138,32 @@ class RedisLimiter:
         self._admit = self._redis.register_script(_ADMIT_LUA)
         self._refund = self._redis.register_script(_REFUND_LUA)
         self._secrets: dict[date, bytes] = {}
+        self._local = threading.local()
+
+    def _run_admit(self, args: list) -> bytes:
+        """EVALSHA on this thread's own connection: one send, one read, none of the pool's per-command checks.
+
+        Never retried: the script is not idempotent. Any failure drops the
+        connection, so no half-read answer can be taken for the next one.
+        """
+        from redis.exceptions import NoScriptError
+
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            pool = self._redis.connection_pool
+            connection = self._local.connection = pool.connection_class(**pool.connection_kwargs)
+        try:
+            try:
+                connection.send_command("EVALSHA", self._admit.sha, 0, *args)
+                return connection.read_response()
+            except NoScriptError:  # a restarted or flushed Redis: load it, then run it once
+                connection.send_command("SCRIPT", "LOAD", _ADMIT_LUA)
+                connection.read_response()
+                connection.send_command("EVALSHA", self._admit.sha, 0, *args)
+                return connection.read_response()
+        except BaseException:
+            connection.disconnect()
+            raise
 
     def _secret(self, day: date) -> bytes:
         secret = self._secrets.get(day)
@@ -94,20 +176,55 @@ class RedisLimiter:
             self._secrets[day] = secret
         return secret
 
-    def _keys(self, client_id: str, items: list[Contribution]) -> list[tuple[str, str]]:
-        return [_counter_keys(self._secret(item.day), client_id, item) for item in items]
+    def _group_keys(self, client_id: str, groups: list[Contribution]) -> tuple[list[str], list[int], list[str]]:
+        """Daily keys (one per day), each group's daily key position, each group's metric key."""
+        daily_keys: list[str] = []
+        day_position: dict[date, int] = {}
+        group_days, metric_keys = [], []
+        for group in groups:
+            position = day_position.get(group.day)
+            if position is None:
+                position = day_position[group.day] = len(daily_keys)
+                daily_keys.append(f"lim:{group.day.isoformat()}:{_pseudonym(self._secret(group.day), client_id)}")
+            group_days.append(position)
+            metric_keys.append(f"{daily_keys[position]}:{group.metric_id}")
+        return daily_keys, group_days, metric_keys
+
+    def admit_groups(self, client_id: str, groups: list[Contribution], item_groups: list[int]) -> list[int]:
+        """Decide items in order; ``item_groups[i]`` is item i's position in ``groups``."""
+        if not item_groups:
+            return []
+        daily_keys, group_days, metric_keys = self._group_keys(client_id, groups)
+        args: list = [settings.PRIVACY["MAX_DAILY_CONTRIBUTIONS"], _ttl_seconds(), len(daily_keys), *daily_keys]
+        for group, day_position, metric_key in zip(groups, group_days, metric_keys):
+            args += [day_position + 1, metric_key, group.bound]
+        args.append(struct.pack(f">{len(item_groups)}H", *item_groups))
+        return _decisions(self._run_admit(args), len(item_groups))
 
     def admit(self, client_id: str, items: list[Contribution]) -> list[int]:
-        if not items:
-            return []
-        args: list = [settings.PRIVACY["MAX_DAILY_CONTRIBUTIONS"], _ttl_seconds()]
-        for (daily_key, metric_key), item in zip(self._keys(client_id, items), items):
-            args += [daily_key, metric_key, item.bound]
-        return [int(v) for v in self._admit(args=args)]
+        return self.admit_groups(client_id, *group_contributions(items))
+
+    def refund_groups(self, client_id: str, groups: list[Contribution], counts: list[int]) -> None:
+        """Give back ``counts[g]`` admitted items of each group."""
+        daily_totals: dict[str, int] = {}
+        args: list = []
+        daily_keys, group_days, metric_keys = self._group_keys(client_id, groups)
+        for day_position, metric_key, count in zip(group_days, metric_keys, counts):
+            if count:
+                daily_key = daily_keys[day_position]
+                daily_totals[daily_key] = daily_totals.get(daily_key, 0) + count
+                args += [metric_key, count]
+        for daily_key, count in daily_totals.items():
+            args += [daily_key, count]
+        if args:
+            self._refund(args=args)
 
     def refund(self, client_id: str, items: list[Contribution]) -> None:
-        if items:
-            self._refund(args=[key for pair in self._keys(client_id, items) for key in pair])
+        groups, item_groups = group_contributions(items)
+        counts = [0] * len(groups)
+        for group in item_groups:
+            counts[group] += 1
+        self.refund_groups(client_id, groups, counts)
 
 
 class LocalLimiter:
@@ -141,6 +258,9 @@ class LocalLimiter:
                     decisions.append(ACCEPTED)
         return decisions
 
+    def admit_groups(self, client_id: str, groups: list[Contribution], item_groups: list[int]) -> list[int]:
+        return self.admit(client_id, [groups[g] for g in item_groups])
+
     def refund(self, client_id: str, items: list[Contribution]) -> None:
         now = time.time()
         with self._lock:
@@ -149,6 +269,9 @@ class LocalLimiter:
                     count, expires = self._counts.get(key, (0, 0.0))
                     if count > 0:
                         self._counts[key] = (count - 1, expires)
+
+    def refund_groups(self, client_id: str, groups: list[Contribution], counts: list[int]) -> None:
+        self.refund(client_id, [group for group, count in zip(groups, counts) for _ in range(count)])
 
 
 @lru_cache(maxsize=1)

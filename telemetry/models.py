@@ -63,7 +63,9 @@ class Batch(models.Model):
     """
 
     batch_id = models.UUIDField(primary_key=True)
-    ingest_key = models.ForeignKey(IngestKey, on_delete=models.PROTECT, related_name="batches")
+    # No database-level constraint: its check would lock the key's row on every ingest commit.
+    # Keys are never deleted (revocation sets revoked_at), and PROTECT guards the ORM.
+    ingest_key = models.ForeignKey(IngestKey, on_delete=models.PROTECT, related_name="batches", db_constraint=False)
     body_digest = models.CharField(max_length=64)
     item_count = models.PositiveSmallIntegerField()
     rejections = models.JSONField(default=list, help_text="[[index, code], ...] of rejected items.")
@@ -82,6 +84,8 @@ class Report(models.Model):
     id = models.BigAutoField(primary_key=True)
     metric = models.ForeignKey(Metric, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False)
     day = models.DateField()
+    # On PostgreSQL the column has the "C" collation (migration 0004): the index compares
+    # region codes as bytes instead of through the locale's strcoll.
     region = models.CharField(max_length=2, blank=True, default="")
     value = models.SmallIntegerField(null=True)
     payload = models.BinaryField(null=True)

@@ -13,13 +13,18 @@ ISO_3166_ALPHA2 = frozenset(
 )
 
 
+def accepted_regions() -> frozenset[str]:
+    """The regions ingest accepts: the configured ones (PRIVACY_REGIONS), else every ISO code."""
+    from django.conf import settings
+
+    configured = settings.PRIVACY.get("REGIONS")
+    return frozenset(configured) if configured else ISO_3166_ALPHA2
+
+
 def region_axis() -> tuple[str, ...]:
     """The region axis of query grids: "" (no region given) then the configured regions.
 
     It is public configuration, never derived from the data, so the set of
     cells a query releases reveals nothing about who reported.
     """
-    from django.conf import settings
-
-    configured = settings.PRIVACY.get("REGIONS") or ISO_3166_ALPHA2
-    return ("",) + tuple(sorted(configured))
+    return ("",) + tuple(sorted(accepted_regions()))
