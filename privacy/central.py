@@ -93,13 +93,16 @@ def norm_sub_rows(estimates: np.ndarray, totals: np.ndarray) -> np.ndarray:
     Wang, Lopuhaä-Zwakenberg, Li, Škorić, Li, NDSS 2020, Sec. IV (Norm-Sub):
     find δ with sum_v max(est_v + δ, 0) = n; as :func:`privacy.ldp.norm_sub`, per row.
     """
-    ranked = -np.sort(-estimates, axis=1)
+    ranked = np.sort(estimates, axis=1)[:, ::-1]
     width = estimates.shape[1]
-    deltas = (totals[:, None] - np.cumsum(ranked, axis=1)) / np.arange(1, width + 1)
+    deltas = np.cumsum(ranked, axis=1)  # then, in place: (n - top-j sum) / j
+    np.subtract(totals[:, None], deltas, out=deltas)
+    deltas /= np.arange(1, width + 1)
     positive = ranked + deltas > 0
     kept = width - 1 - np.argmax(positive[:, ::-1], axis=1)  # last index still positive
     shift = deltas[np.arange(len(totals)), kept]
-    result = np.maximum(estimates + shift[:, None], 0.0)
+    result = estimates + shift[:, None]
+    np.maximum(result, 0.0, out=result)
     result[totals <= 0] = 0.0
     return result
 

@@ -33,7 +33,7 @@ from typing import Union
 
 import numpy as np
 
-from privacy.csprng import SYSTEM_RANDOM, RandomSource, randbelow, uniform_ints
+from privacy.csprng import SYSTEM_RANDOM, RandomSource, randbelow
 
 RationalLike = Union[Fraction, int, str, Decimal]
 
@@ -177,80 +177,115 @@ def sample_discrete_gaussian(sigma_squared: RationalLike, source: RandomSource |
 # --------------------------------------------------------------------------
 
 
-def _uniform_below(upper: int, size: int, source: RandomSource) -> np.ndarray:
-    """``size`` uniform integers in ``[0, upper)`` (int64), by rejection.
+# One uniform word is rejected (and redrawn) with probability below 2**-_SLACK_BITS.
+_SLACK_BITS = 8
+# At most this many rounds of Alg. 1 are decided by one word: later rounds are rarely
+# reached, so deciding them up front would cost more comparisons than it saves words.
+_ROUNDS_PER_WORD = 6
 
-    Same method as :func:`privacy.csprng.uniform_ints` (keep the top ``bits``
-    bits of a random word, redraw values ``>= upper``: no modulo bias), but it
-    reads only as many bytes per draw as ``upper`` needs: one bit per draw
-    when ``upper == 2``, a byte/2/4 bytes for up to 8/16/32 bits. Falls back to
-    ``uniform_ints`` above 32 bits. The byte source is the bottleneck, so this
-    is what makes the vectorized samplers fast.
+
+def _word_dtype(bound: int) -> np.dtype:
+    """Little-endian unsigned words with room for ``bound`` and the slack (callers keep bound <= 2**56)."""
+    return np.dtype("<u4") if bound <= 2 ** (32 - _SLACK_BITS) else np.dtype("<u8")
+
+
+def _uniform_words(bound: int, size: int, source: RandomSource) -> tuple[np.ndarray, int]:
+    """(X, q): ``size`` words uniform on ``[0, q*bound)``, with ``q = floor((2**w - 1) / bound)``.
+
+    Rejection sampling on w-bit words from the source: words ``>= q*bound``
+    (probability ``< bound / 2**w <= 2**-8``) are redrawn, so there is no modulo
+    bias. Then ``X < q*a`` has probability exactly ``a / bound`` for every integer
+    ``0 <= a <= bound``, and ``X // q`` is uniform on ``[0, bound)``.
     """
-    if upper == 1:
-        return np.zeros(size, dtype=np.int64)
-    bits = (upper - 1).bit_length()
-    if bits > 32:
-        return uniform_ints(upper, size, source)
-    if bits == 1:
-        # upper == 2: every bit is an independent fair coin.
-        raw = np.frombuffer(source.random_bytes((size + 7) // 8), dtype=np.uint8)
-        return np.unpackbits(raw, count=size).astype(np.int64)
-    dtype = np.uint8 if bits <= 8 else np.uint16 if bits <= 16 else np.uint32
-    width = np.dtype(dtype).itemsize * 8
-    shift = dtype(width - bits)
-    bound = dtype(upper)
-    out = np.empty(size, dtype=np.int64)
-    filled = 0
-    # Acceptance probability is > 1/2; over-draw a little to finish in ~1 round.
-    while filled < size:
-        need = size - filled
-        draw = need + need // 2 + 16
-        words = np.frombuffer(source.random_bytes(draw * (width // 8)), dtype=dtype) >> shift
-        accepted = words[words < bound][:need]
-        out[filled : filled + accepted.size] = accepted
-        filled += accepted.size
-    return out
+    dtype = _word_dtype(bound)
+    q = (2 ** (8 * dtype.itemsize) - 1) // bound
+    words = np.frombuffer(source.random_bytes(size * dtype.itemsize), dtype=dtype)
+    rejected = np.flatnonzero(words >= q * bound)
+    if rejected.size:
+        words = words.copy()
+        words[rejected] = _uniform_words(bound, rejected.size, source)[0]
+    return words, q
 
 
-def _bernoulli_exp_le1(num: np.ndarray, den: int, source: RandomSource) -> np.ndarray:
-    """Vectorized CKS20 Alg. 1 for gamma_i = num_i / den in [0, 1] (bool array).
+def _fair_bits(size: int, source: RandomSource) -> np.ndarray:
+    """``size`` independent fair coins (bool): every bit of the source is one."""
+    raw = np.frombuffer(source.random_bytes((size + 7) // 8), dtype=np.uint8)
+    return np.unpackbits(raw, count=size).astype(bool)
 
-    Every element runs its own Alg. 1 loop; in round K all still-running
-    elements draw their Bernoulli(gamma_i / K) at once, as ``uniform [0, den*K) <
-    num_i``. Elements that draw 0 stop with result ``K odd``.
+
+def _block_end(den: int, first: int) -> tuple[int, int]:
+    """(last, bound): the rounds ``first..last`` that one word decides and
+    ``bound = den**(last-first+1) * first*(first+1)*...*last``, which fits the word with slack."""
+    cap = 2 ** (8 * _word_dtype(den * first).itemsize - _SLACK_BITS)
+    last, bound = first, den * first
+    while last - first + 1 < _ROUNDS_PER_WORD and bound * den * (last + 1) <= cap:
+        last += 1
+        bound *= den * last
+    return last, bound
+
+
+def _continue_thresholds(num, den: int, first: int, last: int, q: int):
+    """For rounds j = first..last, T_j = q*num^(j-first+1)*den^(last-j)*(j+1)*...*last.
+
+    With X uniform on [0, q*bound) (:func:`_block_end`), P[X < T_j] = prod_{k=first..j} (num/den)/k:
+    the chance that Alg. 1 continues through rounds first..j (CKS20 Alg. 1: round k is Bernoulli(γ/k)).
+    T_j <= q*bound whenever num <= den, and T_{j+1} = T_j * γ/(j+1) <= T_j.
     """
-    n = num.size
-    result = np.empty(n, dtype=bool)
-    active = np.arange(n)
-    anum = num
-    k = 1
-    while active.size:
-        upper = den * k
-        if upper <= 2**63:
-            cont = _uniform_below(upper, active.size, source) < anum
-        else:  # only reachable after ~20 rounds for den < 2**31: practically never.
-            cont = np.fromiter(
-                (randbelow(upper, source) < int(v) for v in anum), dtype=bool, count=active.size
-            )
-        result[active[~cont]] = k % 2 == 1
-        active = active[cont]
-        anum = anum[cont]
-        k += 1
-    return result
+    power = 1
+    for j in range(first, last + 1):
+        power = power * num
+        yield power * (q * den ** (last - j) * math.prod(range(j + 1, last + 1)))
 
 
-def _bernoulli_exp1(size: int, source: RandomSource) -> np.ndarray:
-    """Vectorized CKS20 Alg. 1 for gamma = 1: ``size`` draws of Bernoulli(exp(-1))."""
-    result = np.empty(size, dtype=bool)
-    active = np.arange(size)
-    k = 2  # round K=1 draws Bernoulli(1/1) = 1 for everyone: skip it.
-    while active.size:
-        cont = _uniform_below(k, active.size, source) == 0  # Bernoulli(1/K)
-        result[active[~cont]] = k % 2 == 1
-        active = active[cont]
+def _rounds_continued(num: int, den: int, first: int, source: RandomSource) -> int:
+    """CKS20 Alg. 1 from round ``first`` on Python integers: how many Bernoulli(γ/k) succeed in a row."""
+    k = first
+    while _bernoulli_rational(num, den * k, source):
         k += 1
-    return result
+    return k - first
+
+
+def _alg1_block(num, den: int, first: int, size: int, source: RandomSource):
+    """Rounds ``first..last`` of CKS20 Alg. 1 for γ = num/den, one uniform word X per element.
+
+    The element continues through round j iff X < T_j (:func:`_continue_thresholds`).
+    Returns (odd: it continued through an odd number of these rounds,
+    going: it continued through all of them, last + 1: the next round).
+    """
+    if den * first > 2 ** (64 - _SLACK_BITS):  # astronomically late round or huge den: exact Python integers
+        counts = np.fromiter((_rounds_continued(int(n), den, first, source) for n in np.broadcast_to(num, size)),
+                             dtype=np.int64, count=size)
+        return counts % 2 == 1, np.zeros(size, dtype=bool), first
+    last, bound = _block_end(den, first)
+    x, q = _uniform_words(bound, size, source)
+    num = num if isinstance(num, int) else num.astype(x.dtype)  # 0 <= num <= den: every threshold fits the word
+    odd = np.zeros(size, dtype=bool)
+    for threshold in _continue_thresholds(num, den, first, last, q):
+        going = x < threshold
+        odd ^= going
+    return odd, going, last + 1
+
+
+def _bernoulli_exp_le1(num, den: int, size: int, source: RandomSource) -> np.ndarray:
+    """Vectorized CKS20 Alg. 1 for γ_i = num_i / den in [0, 1]: ``size`` draws of Bernoulli(exp(-γ_i)).
+
+    ``num`` is an int (one γ for all) or an integer array, ``0 <= num_i <= den``.
+    Alg. 1 draws Bernoulli(γ/k) for k = 1, 2, ... until round K fails and returns
+    [K odd]; its output depends on K alone, and P[K > j] = γ^j / j!. Here one
+    uniform word decides a block of rounds (:func:`_alg1_block`): the events
+    "continues through round j" have probabilities prod_{k<=j} γ/k and are nested
+    (the thresholds shrink with j), exactly as the rounds of Alg. 1. Elements still
+    going after a block run the next block on a fresh word. So P[K > j] = γ^j / j!
+    for every j, and each output is Bernoulli(exp(-γ_i)) exactly, independently.
+    """
+    odd, going, first = _alg1_block(num, den, 1, size, source)
+    pending = np.flatnonzero(going)
+    while pending.size:
+        still_num = num if isinstance(num, int) else num[pending]
+        more, going, first = _alg1_block(still_num, den, first, pending.size, source)
+        odd[pending] ^= more
+        pending = pending[going]
+    return ~odd  # K - 1 = rounds continued; K odd iff that is even
 
 
 def _bernoulli_exp_array(num: np.ndarray, den: int, source: RandomSource) -> np.ndarray:
@@ -262,59 +297,83 @@ def _bernoulli_exp_array(num: np.ndarray, den: int, source: RandomSource) -> np.
     idx = np.flatnonzero(whole > 0)
     left = whole[idx]
     while idx.size:
-        ok = _bernoulli_exp1(idx.size, source)
+        ok = _bernoulli_exp_le1(1, 1, idx.size, source)
         alive[idx[~ok]] = False
         left = left - 1
         keep = ok & (left > 0)
         idx, left = idx[keep], left[keep]
     # ... then one Bernoulli(exp(-(gamma_i - floor(gamma_i)))).
     idx = np.flatnonzero(alive)
-    alive[idx] = _bernoulli_exp_le1(frac[idx], den, source)
+    alive[idx] = _bernoulli_exp_le1(frac[idx], den, idx.size, source)
     return alive
 
 
+def _truncated_geometric(t: int, size: int, source: RandomSource) -> np.ndarray:
+    """``size`` draws of CKS20 Alg. 2's U: uniform on [0, t), kept with probability exp(-U/t) (int64).
+
+    Candidates are i.i.d. and each is kept or dropped independently, so the kept
+    ones, in order, are i.i.d. with P[U = u] proportional to exp(-u/t); a batch
+    holds ~1.6x the candidates needed (at least 1 - 1/e of them are kept).
+    """
+    kept = [np.zeros(0, dtype=np.int64)]
+    while size:
+        words, q = _uniform_words(t, size * 8 // 5 + 16, source)
+        candidates = words // words.dtype.type(q)
+        batch = candidates[np.flatnonzero(_bernoulli_exp_le1(candidates, t, candidates.size, source))[:size]]
+        kept.append(batch)
+        size -= batch.size
+    return np.concatenate(kept).astype(np.int64)
+
+
 def _geometric_exp1(size: int, source: RandomSource) -> np.ndarray:
-    """Number of Bernoulli(exp(-1)) successes before the first failure (int64)."""
-    v = np.zeros(size, dtype=np.int64)
-    active = np.arange(size)
-    while active.size:
-        ok = _bernoulli_exp1(active.size, source)
-        active = active[ok]
-        v[active] += 1
-    return v
+    """``size`` draws of CKS20 Alg. 2's V: Bernoulli(exp(-1)) successes before the first failure (int64).
+
+    The runs are read off one sequential stream of i.i.d. Bernoulli(exp(-1))
+    trials, drawn in batches of ~1.6x the expected need: V_i is the number of
+    successes between failures i-1 and i. A run still open at the end of a batch
+    carries on into the next one, so the runs are exactly the i.i.d. geometric
+    counts of the scalar loop.
+    """
+    runs, carry = [np.zeros(0, dtype=np.int64)], 0
+    while size:
+        trials = _bernoulli_exp_le1(1, 1, size * 8 // 5 + 16, source)
+        failures = np.flatnonzero(~trials)[:size]
+        if failures.size:
+            batch = np.diff(failures, prepend=-1) - 1
+            batch[0] += carry
+            runs.append(batch)
+            size -= failures.size
+            carry = trials.size - 1 - int(failures[-1])
+        else:
+            carry += trials.size
+    return np.concatenate(runs)
+
+
+def _laplace_candidates(t: int, s: int, size: int, source: RandomSource) -> tuple[np.ndarray, np.ndarray]:
+    """One pass of CKS20 Alg. 2 for ``size`` elements: (signed draws, which of them Alg. 2 rejects)."""
+    u = _truncated_geometric(t, size, source)
+    v = _geometric_exp1(size, source)
+    if int(v.max(initial=0)) > (2**62) // t:  # t*V + U could pass 2**63 (probability < exp(-2**31)): Python ints
+        y = np.array([(int(a) + t * int(b)) // s for a, b in zip(u, v)], dtype=object)
+        if any(abs(val) > _INT64_MAX for val in y):
+            raise OverflowError("discrete Laplace draw does not fit in int64")
+        y = y.astype(np.int64)
+    else:
+        # CKS20 Alg. 2: X = U + t*V is geometric(1 - exp(-1/t)); Y = floor(X/s).
+        y = (u + t * v) // s
+    # CKS20 Alg. 2: random sign; (negative, 0) is rejected, so that 0 is not counted twice.
+    negative = _fair_bits(size, source)
+    sign = negative.astype(np.int64)
+    return (y ^ -sign) + sign, negative & (y == 0)  # two's complement: -y == (y ^ -1) + 1
 
 
 def _discrete_laplace_array_ts(t: int, s: int, size: int, source: RandomSource) -> np.ndarray:
     """Vectorized CKS20 Alg. 2, P[x] proportional to exp(-|x| s/t); needs t, s < 2**31."""
-    out = np.empty(size, dtype=np.int64)
-    pending = np.arange(size)
-    limit = (2**62) // t  # t*V + U stays below 2**63 while V <= limit
-    while pending.size:
-        m = pending.size
-        # CKS20 Alg. 2: U uniform in [0,t) accepted w.p. exp(-U/t); redraw the rejected ones.
-        u = np.zeros(m, dtype=np.int64)
-        if t > 1:
-            need = np.arange(m)
-            while need.size:
-                cand = _uniform_below(t, need.size, source)
-                acc = _bernoulli_exp_le1(cand, t, source)
-                u[need[acc]] = cand[acc]
-                need = need[~acc]
-        # CKS20 Alg. 2: V geometric from Bernoulli(exp(-1)); X = U + t*V; Y = floor(X/s).
-        v = _geometric_exp1(m, source)
-        if int(v.max(initial=0)) > limit:  # probability < exp(-2**31): exact big-int fallback
-            y = np.array([(int(a) + t * int(b)) // s for a, b in zip(u, v)], dtype=object)
-            if any(abs(val) > _INT64_MAX for val in y):
-                raise OverflowError("discrete Laplace draw does not fit in int64")
-            y = y.astype(np.int64)
-        else:
-            y = (u + t * v) // s
-        # CKS20 Alg. 2: random sign; (negative, 0) is rejected and the element restarts.
-        negative = _uniform_below(2, m, source) == 1
-        restart = negative & (y == 0)
-        done = ~restart
-        out[pending[done]] = np.where(negative, -y, y)[done]
-        pending = pending[restart]
+    out, rejected = _laplace_candidates(t, s, size, source)
+    redo = np.flatnonzero(rejected)
+    while redo.size:  # Alg. 2 restarts a rejected element from scratch
+        out[redo], rejected = _laplace_candidates(t, s, redo.size, source)
+        redo = redo[rejected]
     return out
 
 
@@ -335,20 +394,29 @@ def discrete_laplace_array(
 
     Every random choice is a comparison of an integer drawn uniformly (by
     rejection, no modulo bias) from the CSPRNG with an integer threshold, i.e.
-    an exact rational Bernoulli. Batching changes only the *order* in which
-    bytes are consumed, not what each element computes: in every round of a
-    rejection loop, each still-pending element receives fresh independent
-    uniform integers from the same ranges as in the scalar loop, and elements
-    that finish keep their result. Elements therefore stay independent, each
-    with exactly the law of the scalar algorithm, which CKS20 (Prop. 5 / Alg. 2)
-    prove to be ``P[x] = tanh(1/(2t')) exp(-|x|/t')`` with ``t' = t/s``.
+    an exact rational Bernoulli. Batching changes only how bytes are consumed,
+    not the law of what each element computes:
+
+    * Alg. 1 is decided a block of rounds at a time, one uniform word per
+      element and block (:func:`_bernoulli_exp_le1`); its rounds' joint law,
+      hence its output's, is exactly that of one Bernoulli(γ/k) per round;
+    * ``U``: candidates are i.i.d. and kept independently, so the kept ones,
+      taken in order, are i.i.d. with the law of step 1;
+    * ``V``: the runs of successes are read off one sequential stream of
+      i.i.d. Bernoulli(exp(-1)) trials, a run carrying on across batches;
+    * rejected elements (step 3) restart from scratch with fresh randomness.
+
+    Elements therefore stay independent, each with exactly the law of the
+    scalar algorithm, which CKS20 (Prop. 5 / Alg. 2) prove to be
+    ``P[x] = tanh(1/(2t')) exp(-|x|/t')`` with ``t' = t/s``.
     Integer overflow cannot silently occur: intermediate values are checked
     and an exact big-integer fallback handles the astronomically rare cases.
     Scales whose numerator or denominator exceeds 2**31 use the scalar path.
 
-    Cost: 3-9 bytes of randomness per draw depending on the scale (uniform
-    integers read only the bits they need); millions of draws per second
-    (see ``tests/benchmarks/bench_noise.py``).
+    Cost: about 20 bytes of randomness per draw at scale 100 (mostly 32-bit
+    words); millions of draws per second (see ``tests/benchmarks/bench_noise.py``).
+    The byte consumption is a deterministic function of the bytes read, so a
+    seeded :class:`privacy.drbg.DRBG` replays a release's noise exactly.
     """
     scale = _to_fraction(scale, "scale")
     size = _check_size(size)

@@ -22,7 +22,7 @@ from telemetry import selectors
 from telemetry.catalog import catalog
 from telemetry.errors import ApiError
 from telemetry.models import Release
-from telemetry.queries import CanonicalQuery, Presentation, build_grid, grid_axes, released_digest, render
+from telemetry.queries import CanonicalQuery, Presentation, build_grid, grid_axes, render, unpack_counts
 
 
 def _release(release_id) -> Release:
@@ -50,7 +50,11 @@ def verify_release(release_id) -> dict:
     raw = build_grid(spec, query, regions, selectors.recounted_rows(spec, query.start, query.end, release.watermark))
     scale = Fraction(release.noise_scale)
     noise = central.add_noise(np.zeros_like(raw), scale, DRBG(seed))[1]
-    noisy = np.frombuffer(bytes(release.noisy_counts), dtype="<i8").reshape(raw.shape)
+    try:
+        noisy = unpack_counts(release.noisy_counts, raw.size).reshape(raw.shape)
+    except ValueError as error:
+        raise ApiError("audit_counts_unreadable", f"The stored noisy counts do not decode for this release's grid "
+                       f"({error}): they were altered or written in another format.", http_status=409)
     matches = noisy == raw + noise
     # Post-processing is deterministic: the stored noisy counts must re-render to exactly what was released.
     rerendered = render(release, spec, Presentation(release.confidence, release.simultaneous))
@@ -76,6 +80,6 @@ def verify_release(release_id) -> dict:
         "epsilon": str(Fraction(release.epsilon_micro, 1_000_000)),
         "cells_checked": int(matches.shape[0]),
         "noise_verified": bool(matches.all()),
-        "postprocessing_verified": released_digest(rerendered) == release.released_digest,
+        "postprocessing_verified": rerendered.digest() == release.released_digest,
         "cells": cells,
     }

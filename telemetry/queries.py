@@ -18,6 +18,7 @@ from fractions import Fraction
 
 import numpy as np
 import orjson
+import psycopg
 from django.conf import settings
 from django.db import connection, transaction
 
@@ -149,17 +150,43 @@ def build_grid(spec: MetricSpec, query: CanonicalQuery, regions: tuple[str, ...]
     as "" so nothing is dropped.
     """
     days, region_list = grid_axes(query, regions)
-    day_index = {d: i for i, d in enumerate(days)}
-    region_index = {r: i for i, r in enumerate(region_list)}
-    d = [day_index[day] for day in rows.days] if "day" in query.group_by else [0] * len(rows.days)
-    r = [region_index.get(region, region_index.get("")) for region in rows.regions] \
-        if "region" in query.group_by else [0] * len(rows.regions)
-    cell = np.array(d, dtype=np.int64) * len(region_list) + np.array(r, dtype=np.int64)
+    zeros = np.zeros(len(rows.regions), dtype=np.int64)
+    d = rows.day_offsets + (rows.start - query.start).days if "day" in query.group_by else zeros
+    index = {region: i for i, region in enumerate(region_list)}
+    r = np.array([index.get(region, index.get("")) for region in rows.regions], dtype=np.int64) \
+        if "region" in query.group_by else zeros
+    cell = d * len(region_list) + r
     grid = np.zeros((len(days) * len(region_list), central.grid_width(spec.oracle)), dtype=np.int64)
     np.add.at(grid[:, : spec.k], cell, rows.support)
     if central.counts_n_separately(spec.oracle):
         np.add.at(grid[:, spec.k], cell, rows.reports)
     return grid
+
+
+# --- stored noisy counts -------------------------------------------------------------
+
+_COUNT_WIDTHS = (1, 2, 4, 8)
+
+
+def pack_counts(counts: np.ndarray) -> bytes:
+    """The noisy counts as ``Release.noisy_counts`` stores them.
+
+    One byte w, the width of every count (1, 2, 4 or 8: the narrowest signed
+    integer that holds them all), then the counts as little-endian w-byte two's
+    complement integers, row-major over the grid. 90 days x 51 regions x 20
+    values at ε = 0.01 fit 2 bytes each: 184 kB instead of 734 kB.
+    """
+    low, high = (int(counts.min()), int(counts.max())) if counts.size else (0, 0)
+    width = next(w for w in _COUNT_WIDTHS if -(2 ** (8 * w - 1)) <= low and high < 2 ** (8 * w - 1))
+    return bytes([width]) + counts.astype(f"<i{width}").tobytes()
+
+
+def unpack_counts(blob, size: int) -> np.ndarray:
+    """The ``size`` counts of a :func:`pack_counts` blob as int64; ValueError if it is not one."""
+    width = blob[0] if len(blob) else 0
+    if width not in _COUNT_WIDTHS or len(blob) != 1 + width * size:
+        raise ValueError(f"not a width-tagged blob of {size} counts")
+    return np.frombuffer(blob, dtype=f"<i{width}", offset=1).astype(np.int64)
 
 
 # --- release ------------------------------------------------------------------------
@@ -176,6 +203,23 @@ def _lock_query(query: CanonicalQuery) -> None:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [int(query.key[:15], 16)])
+
+
+def _insert(release: Release) -> None:
+    """``release.save(force_insert=True)``, but on PostgreSQL with the values bound server-side,
+    so the noisy counts travel as raw bytes rather than as hex-escaped SQL text (3x faster).
+    Like save(), it fills each field's value with ``pre_save``; it sends no model signals
+    (none is connected to Release)."""
+    if connection.vendor != "postgresql":
+        release.save(force_insert=True)
+        return
+    fields = release._meta.concrete_fields
+    values = [field.get_db_prep_save(field.pre_save(release, True), connection) for field in fields]
+    quote = connection.ops.quote_name
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(f"INSERT INTO {quote(release._meta.db_table)} ({', '.join(quote(f.column) for f in fields)})"
+                       f" VALUES ({', '.join(['%s'] * len(fields))})", values, prepare=False)
+    release._state.adding, release._state.db = False, connection.alias
 
 
 def _create_release(user, spec: MetricSpec, query: CanonicalQuery, presentation: Presentation,
@@ -202,78 +246,149 @@ def _create_release(user, spec: MetricSpec, query: CanonicalQuery, presentation:
         release = Release(
             analyst=user, metric_id=spec.id, query=query.as_json(), query_key=query.key,
             epsilon_micro=query.epsilon_micro, sensitivity=sensitivity, noise_scale=str(scale),
-            regions=list(regions), watermark=watermark, noisy_counts=noisy.astype("<i8").tobytes(),
+            regions=list(regions), watermark=watermark, noisy_counts=pack_counts(noisy),
             confidence=presentation.confidence, simultaneous=presentation.simultaneous,
         )
         release.sealed_seed = seal(parse_key(settings.AUDIT_KEY), seed, release.id.bytes)
         data = render(release, spec, presentation)
-        release.released_digest = released_digest(data)
-        release.save(force_insert=True)
+        release.released_digest = data.digest()
+        _insert(release)
         budget_services.record(charge, release)
     privacy = _privacy_json(release, charge.remaining_after, budget_selectors.resets_at(charge.budget_day),
                             charge.policy.delta, cached=False)
-    return release, {"data": data, "privacy": privacy}
+    return release, {"data": data.cells(), "privacy": privacy}
 
 
 # --- post-processing and rendering --------------------------------------------------
 
-
-def _cell(day: str | None, region: str | None, reports, counts: np.ndarray, low: np.ndarray,
-          high: np.ndarray) -> dict:
-    cell = {}
-    if day is not None:
-        cell["day"] = day
-    if region is not None:
-        cell["region"] = region
-    cell.update(reports=reports, counts=counts, ci_low=low, ci_high=high)
-    return cell
+DIGEST_LAYOUT = "privtel-release-data/v1"
 
 
-def render(release: Release, spec: MetricSpec, presentation: Presentation) -> list[dict]:
+@dataclass(frozen=True)
+class ReleasedData:
+    """The released cells, columnar: row i of every column is cell i, in release order.
+
+    ``days`` and ``regions`` hold each cell's labels, or are None when the query
+    does not group by them.
+    """
+
+    days: list[str] | None
+    regions: list[str] | None
+    reports: np.ndarray  # (cells,) int64
+    counts: np.ndarray  # (cells, k) int64
+    ci_low: np.ndarray  # (cells, k) float64, rounded to 2 decimals
+    ci_high: np.ndarray  # (cells, k) float64, rounded to 2 decimals
+
+    @classmethod
+    def from_cells(cls, cells: list[dict]) -> "ReleasedData":
+        """From the JSON cells of a response, as an analyst or auditor holds them."""
+        def column(key, dtype):
+            values = np.array([cell[key] for cell in cells], dtype=dtype)
+            return values.reshape(len(cells), -1) if cells else values.reshape(0, 0)
+
+        def labels(key):
+            return [cell[key] for cell in cells] if cells and key in cells[0] else None
+
+        return cls(labels("day"), labels("region"), column("reports", np.int64).reshape(-1),
+                   column("counts", np.int64), column("ci_low", np.float64), column("ci_high", np.float64))
+
+    def cells(self) -> list[dict]:
+        """The JSON cells: their labels, ``reports``, then ``counts``, ``ci_low`` and ``ci_high``
+        as numpy rows, which orjson writes directly."""
+        values = (self.reports.tolist(), self.counts, self.ci_low, self.ci_high)
+        if self.days is not None and self.regions is not None:  # the big grids; spelled out, 1 ms faster per 4590
+            return [{"day": d, "region": r, "reports": n, "counts": c, "ci_low": lo, "ci_high": hi}
+                    for d, r, n, c, lo, hi in zip(self.days, self.regions, *values)]
+        labels = {name: column for name, column in (("day", self.days), ("region", self.regions)) if column is not None}
+        keys = (*labels, "reports", "counts", "ci_low", "ci_high")
+        return [dict(zip(keys, row)) for row in zip(*labels.values(), *values)]
+
+    def digest(self) -> str:
+        """SHA-256 of the data in its canonical layout (docs/privacy.md, "Audit").
+
+        The UTF-8 lines "privtel-release-data/v1 <cells> <k>", the cells' days
+        joined by ",", their regions joined by "," (a label the query does not
+        group by is ""), each line ending in a newline; then ``reports`` and
+        ``counts`` (row-major) as little-endian int64, ``ci_low`` and ``ci_high``
+        (row-major) as little-endian IEEE 754 float64. JSON numbers parse back to
+        the same int64 and float64, so a response's cells hash the same
+        (:func:`released_digest`).
+        """
+        cells = len(self.reports)
+        header = [f"{DIGEST_LAYOUT} {cells} {self.counts.shape[1] if cells else 0}",
+                  ",".join(self.days or [""] * cells), ",".join(self.regions or [""] * cells), ""]
+        sha = hashlib.sha256("\n".join(header).encode())
+        for column, dtype in ((self.reports, "<i8"), (self.counts, "<i8"), (self.ci_low, "<f8"), (self.ci_high, "<f8")):
+            sha.update(np.ascontiguousarray(column, dtype=dtype).data)
+        return sha.hexdigest()
+
+
+def released_digest(cells: list[dict]) -> str:
+    """The digest of a response's ``data``, as stored in ``Release.released_digest``."""
+    return ReleasedData.from_cells(cells).digest()
+
+
+def _release_query(release: Release, spec: MetricSpec) -> CanonicalQuery:
+    q = release.query
+    return CanonicalQuery(spec.name, spec.version, date.fromisoformat(q["start"]), date.fromisoformat(q["end"]),
+                          tuple(q["group_by"]), release.epsilon_micro)
+
+
+def _with_other(column: np.ndarray, small: np.ndarray, shown: np.ndarray) -> np.ndarray:
+    """The released rows of a (days, regions, ...) column: each day's shown regions, then, if it has
+    any small region, their sum as its "other" cell."""
+    if not small.any():  # every grid cell is shown as it is
+        return column.reshape(-1, *column.shape[2:])
+    merged = small.reshape(*small.shape, *[1] * (column.ndim - 2))
+    other = np.where(merged, column, 0).sum(axis=1, keepdims=True)
+    return np.concatenate([column, other], axis=1)[shown]
+
+
+def _stored_noisy_counts(release: Release, size: int) -> np.ndarray:
+    try:
+        return unpack_counts(release.noisy_counts, size)
+    except ValueError as error:
+        raise ApiError("release_unreadable", f"The stored noisy counts of release {release.id} do not decode "
+                       f"({error}); ask again with fresh: true for a new, paid answer.", http_status=409)
+
+
+def render(release: Release, spec: MetricSpec, presentation: Presentation) -> ReleasedData:
     """The released data: post-processing of the stored noisy counts, deterministic.
 
     Cells are columnar: ``counts``, ``ci_low`` and ``ci_high`` list one entry per
     value of the metric's domain, in its order. Regions whose noisy total is below
-    COARSEN_THRESHOLD are summed into one "other" cell per day.
+    COARSEN_THRESHOLD are summed into one "other" cell per day, after that day's
+    other regions.
     """
-    query = CanonicalQuery(spec.name, spec.version, date.fromisoformat(release.query["start"]),
-                           date.fromisoformat(release.query["end"]), tuple(release.query["group_by"]),
-                           release.epsilon_micro)
+    query = _release_query(release, spec)
     days, regions = grid_axes(query, tuple(release.regions))
-    noisy = np.frombuffer(bytes(release.noisy_counts), dtype="<i8").reshape(len(days) * len(regions), -1)
+    shape, width = (len(days), len(regions)), central.grid_width(spec.oracle)
+    noisy = _stored_noisy_counts(release, shape[0] * shape[1] * width).reshape(-1, width)
     processed = central.post_process(spec.oracle, noisy, Fraction(release.noise_scale))
-    shape = (len(days), len(regions))
-    reports, counts = processed.reports.reshape(shape), processed.counts.reshape(*shape, spec.k)
-    unbiased, variance = processed.unbiased.reshape(*shape, spec.k), processed.variance.reshape(*shape, spec.k)
+    reports = processed.reports.reshape(shape)
     small = central.coarsen_mask(reports, settings.PRIVACY["COARSEN_THRESHOLD"]) if "region" in query.group_by \
         else np.zeros(shape, dtype=bool)
-    conf, simultaneous = presentation.confidence, presentation.simultaneous
-    low, high = central.intervals(unbiased, variance, conf, simultaneous)
-    day_labels = [day.isoformat() if day else None for day in days]
-    region_labels = [None if r is None else (r or UNKNOWN_REGION) for r in regions]
-    columns = reports, counts, np.round(low, 2), np.round(high, 2)
-    merged = small[..., None]  # "other": sums of the small regions' post-processed values
-    other_low, other_high = central.intervals(np.where(merged, unbiased, 0).sum(1), np.where(merged, variance, 0).sum(1),
-                                              conf, simultaneous)
-    others = (np.where(small, reports, 0).sum(1), np.where(merged, counts, 0).sum(1),
-              np.round(other_low, 2), np.round(other_high, 2))
-    data = []
-    for d in range(len(days)):
-        for r in np.flatnonzero(~small[d]).tolist():
-            data.append(_cell(day_labels[d], region_labels[r], *(column[d, r] for column in columns)))
-        if small[d].any():
-            data.append(_cell(day_labels[d], OTHER_REGION, *(column[d] for column in others)))
-    return data
+    shown = np.concatenate([~small, small.any(axis=1, keepdims=True)], axis=1)  # (days, regions + "other")
+
+    def released(column: np.ndarray) -> np.ndarray:
+        return _with_other(column.reshape(*shape, *column.shape[1:]), small, shown)
+
+    low, high = central.intervals(released(processed.unbiased), released(processed.variance),
+                                  presentation.confidence, presentation.simultaneous)
+    day_of_cell, slot_of_cell = np.nonzero(shown)
+    day_labels = [day.isoformat() for day in days] if "day" in query.group_by else None
+    region_labels = [r or UNKNOWN_REGION for r in regions] + [OTHER_REGION] if "region" in query.group_by else None
+    return ReleasedData(_labels_of_cells(day_labels, day_of_cell), _labels_of_cells(region_labels, slot_of_cell),
+                        released(processed.reports), released(processed.counts), np.round(low, 2), np.round(high, 2))
+
+
+def _labels_of_cells(labels: list[str] | None, index: np.ndarray) -> list[str] | None:
+    return None if labels is None else np.array(labels, dtype=object)[index].tolist()
 
 
 def dumps(response) -> bytes:
     """JSON of a query response; its cells hold numpy rows, which orjson writes directly."""
     return orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-def released_digest(data: list[dict]) -> str:
-    """SHA-256 of the released data as serialized: the audit compares a replay against it."""
-    return hashlib.sha256(dumps(data)).hexdigest()
 
 
 def _privacy_json(release: Release, remaining, resets_at, delta, cached: bool) -> dict:
@@ -293,7 +408,7 @@ def _cached_response(release: Release, spec: MetricSpec, user, presentation: Pre
     entry = release.ledger_entries.only("delta").first()
     privacy = _privacy_json(release, status["remaining"], status["resets_at"], entry.delta if entry else 0,
                             cached=True)
-    return {"data": render(release, spec, presentation), "privacy": privacy}
+    return {"data": render(release, spec, presentation).cells(), "privacy": privacy}
 
 
 def run_query(*, user, data) -> dict:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 
 import numpy as np
+import psycopg
 from django.db import connection
 
 from privacy.ldp import confidence_intervals, norm_sub
@@ -45,30 +46,63 @@ def _as_date(day) -> date:
 
 @dataclass
 class CountRows:
-    """Raw counts per (day, region) as parallel columns: row i is (days[i], regions[i])."""
+    """Raw counts per (day, region) as parallel columns: row i is (start + day_offsets[i] days, regions[i])."""
 
-    days: list[date]
+    start: date
+    day_offsets: np.ndarray  # (n,) int64
     regions: list[str]
     reports: np.ndarray  # (n,) int64
     support: np.ndarray  # (n, k) int64
 
     @classmethod
-    def from_blobs(cls, k: int, rows: list[tuple]) -> "CountRows":
-        """From (day, region, reports, support bytes) rows; one numpy conversion for all blobs."""
-        support = np.frombuffer(b"".join(bytes(row[3]) for row in rows), dtype="<i8").reshape(len(rows), k)
-        return cls([_as_date(row[0]) for row in rows], [row[1] for row in rows],
-                   np.array([row[2] for row in rows], dtype=np.int64), support.astype(np.int64))
+    def from_columns(cls, start: date, k: int, offsets, regions, reports, supports) -> "CountRows":
+        """From parallel iterables: day offsets, regions, report counts; and support blobs of
+        concatenated k little-endian int64 counts per row."""
+        offsets = np.asarray(offsets, dtype=np.int64)
+        support = np.frombuffer(b"".join(supports), dtype="<i8").reshape(len(offsets), k)
+        return cls(start, offsets, list(regions), np.fromiter(reports, dtype=np.int64, count=len(offsets)),
+                   support.astype(np.int64, copy=False))
+
+    @property
+    def days(self) -> list[date]:
+        return [self.start + timedelta(days=offset) for offset in self.day_offsets.tolist()]
+
+
+_OBSERVED = " FROM telemetry_observedcounts WHERE metric_id = %s AND day >= %s AND day <= %s"
+# One row per day holding its regions' aligned columns (one Agg node feeds all its aggregates
+# the same rows in the same order), in binary: no hex-escaped bytea, a few Python objects per day.
+_OBSERVED_BY_DAY = ("SELECT day - %s::date, array_agg(region), array_agg(reports), string_agg(support, ''::bytea)"
+                    " FROM (SELECT day, region, reports, support" + _OBSERVED + " ORDER BY day, region) AS cells"
+                    " GROUP BY day")
+
+
+def _fetch_binary(sql: str, params: list) -> list[tuple]:
+    """Rows of a read on Django's PostgreSQL connection (inside its transaction, if any),
+    bound server-side and returned in binary."""
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params, prepare=False, binary=True)
+        return cursor.fetchall()
 
 
 def observed_rows(spec: MetricSpec, start: date, end: date) -> CountRows:
-    """Rolled-up counts of each (day, region) with days in [start, end]."""
+    """Rolled-up counts of each (day, region) with days in [start, end].
+
+    On PostgreSQL, 90 days x 51 regions take 2.5 ms this way against 9 through Django's
+    cursor, and allocate 90 row tuples instead of 4590 (fewer garbage collections).
+    """
+    if connection.vendor == "postgresql":
+        days = _fetch_binary(_OBSERVED_BY_DAY, [start, spec.id, start, end])
+        offsets = np.repeat([offset for offset, *_ in days], [len(regions) for _, regions, _, _ in days])
+        regions = [region for _, day_regions, _, _ in days for region in day_regions]
+        reports = [n for _, _, day_reports, _ in days for n in day_reports]
+        return CountRows.from_columns(start, spec.k, offsets, regions, reports, [support for *_, support in days])
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT day, region, reports, support FROM telemetry_observedcounts"
-            " WHERE metric_id = %s AND day >= %s AND day <= %s",
-            [spec.id, start, end],
-        )
-        return CountRows.from_blobs(spec.k, cursor.fetchall())
+        cursor.execute("SELECT day, region, reports, support" + _OBSERVED + " ORDER BY day, region",
+                       [spec.id, start, end])
+        rows = [((_as_date(day) - start).days, region, reports, bytes(support))
+                for day, region, reports, support in cursor.fetchall()]
+    return CountRows.from_columns(start, spec.k, *(zip(*rows) if rows else ((),) * 4))
 
 
 def recounted_rows(spec: MetricSpec, start: date, end: date, up_to_report_id: int) -> CountRows:
@@ -90,7 +124,7 @@ def recounted_rows(spec: MetricSpec, start: date, end: date, up_to_report_id: in
                 payloads.setdefault((_as_date(day), region), []).append(bytes(payload))
             oracle = spec.oracle
             totals = {key: (len(p), oracle.support_counts(oracle.unpack(p))) for key, p in payloads.items()}
-    return CountRows([d for d, _ in totals], [r for _, r in totals],
+    return CountRows(start, np.array([(d - start).days for d, _ in totals], dtype=np.int64), [r for _, r in totals],
                      np.array([n for n, _ in totals.values()], dtype=np.int64),
                      np.array([s for _, s in totals.values()], dtype=np.int64).reshape(len(totals), spec.k))
 

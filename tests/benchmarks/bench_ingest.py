@@ -20,6 +20,14 @@ processes used (``foreign_cpu_pct``: other tenants of a shared machine).
 ``cpu_us_per_request`` splits each request's CPU between gunicorn, the
 PostgreSQL backends, Redis and wrk.
 
+Last, after the database check, ``storage_floor`` measures ``POST
+/storage-floor`` (tests/benchmarks/bench_urls.py) against a fresh bare run: the
+ingest path's durable write alone (claim a batch id, COPY 100 fixed rows,
+commit) with nothing parsed, validated or limited. Its ratio to the bare view
+is the most any endpoint storing one row per report can reach on this stack.
+``storage_floor.one_row_per_batch`` does the same with ``POST
+/storage-floor-block``, which stores the batch as one packed row instead.
+
 A 200 means committed: PostgreSQL runs with ``synchronous_commit`` on and
 ``fsync`` on, both read back and printed. After the run the script checks that
 every answer accepted all its reports, that every acknowledged batch_id is in
@@ -103,6 +111,12 @@ def _setup_django(env: dict) -> tuple[str, str]:
     from telemetry import services
 
     call_command("migrate", verbosity=0)
+    from django.db import connection
+
+    from tests.benchmarks.bench_urls import BLOCK_TABLE
+
+    with connection.cursor() as cursor:
+        cursor.execute(BLOCK_TABLE)
     _, api_key = services.create_ingest_key(app="bench")
     services.create_metric(name=METRIC, domain=[f"v{i}" for i in range(DOMAIN_SIZE)], epsilon=2.0,
                            protocol="krr", contribution_bound=BATCH_SIZE)
@@ -262,6 +276,13 @@ def _wrk(base: str, mode: str, path: str, api_key: str, day: str, duration: floa
     return result
 
 
+def _measure(base: str, mode: str, path: str, api_key: str, day: str, args, workdir: Path,
+             meter: _CpuMeter) -> dict:
+    """A warm-up, then a measured wrk run."""
+    _wrk(base, mode, path, api_key, day, args.warmup, args.connections, args.wrk_threads, workdir)
+    return _wrk(base, mode, path, api_key, day, args.duration, args.connections, args.wrk_threads, workdir, meter)
+
+
 def _rate(result: dict) -> float:
     return result["status_200"] / (result["duration_us"] / 1e6)
 
@@ -369,6 +390,9 @@ def main() -> None:
                 if mode == "ingest":
                     ingest_runs += [warm, measured[mode]]
             rounds.append((measured["bare"], measured["ingest"]))
+        db = _check_database(database_url)  # before the floor, whose batches are not the ingest endpoint's
+        floor_bare, floor, block_floor = (_measure(base, "bare", path, api_key, day, args, workdir, meter)
+                                          for path in ("/bare", "/storage-floor", "/storage-floor-block"))
         meter.close()
     finally:
         os.killpg(gunicorn.pid, signal.SIGTERM)
@@ -379,7 +403,6 @@ def main() -> None:
             gunicorn.wait()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    db = _check_database(database_url)
     acked_ids = [i for run in ingest_runs for i in run["acked_batch_ids"]]
     acked_accepted = sum(run["accepted"] for run in ingest_runs)
     unacked = set(db["batches"]) - set(acked_ids)
@@ -432,6 +455,21 @@ def main() -> None:
         "gunicorn": {k: config[k] for k in ("worker_class", "workers", "threads", "worker_connections", "keepalive",
                                             "preload_app")},
         "cpu_us_per_request": {"bare": bare["cpu_us_per_request"], "ingest": ingest["cpu_us_per_request"]},
+        # The durable write alone (tests/benchmarks/bench_urls.py): what one row per report costs before any
+        # parsing, validation, limits or rendering. Measured right after its own bare run.
+        "storage_floor": {
+            "requests_per_s": round(_rate(floor), 1),
+            "status_other": floor["status_other"],
+            "ratio_to_bare": round(_rate(floor) / _rate(floor_bare), 3),
+            "bare_requests_per_s": round(_rate(floor_bare), 1),
+            "cpu_us_per_request": floor["cpu_us_per_request"],
+            "one_row_per_batch": {
+                "requests_per_s": round(_rate(block_floor), 1),
+                "status_other": block_floor["status_other"],
+                "ratio_to_bare": round(_rate(block_floor) / _rate(floor_bare), 3),
+                "cpu_us_per_request": block_floor["cpu_us_per_request"],
+            },
+        },
         "cpu_count": os.cpu_count(),
     }
     redis_client.flushdb()

@@ -143,6 +143,8 @@ def main() -> None:
                 "pure_ldp_reports": args.baseline_reports,
                 "aggregate_target_per_s": AGGREGATION_TARGET,
                 "krr_meets_aggregate_target": figures["krr"]["aggregate_per_s"] >= AGGREGATION_TARGET,
+                "below_aggregate_target": sorted(name for name, f in figures.items()
+                                                if f["aggregate_per_s"] < AGGREGATION_TARGET),
                 "protocols": figures,
             },
             separators=(",", ":"),

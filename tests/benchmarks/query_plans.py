@@ -74,6 +74,8 @@ def explain(out: Path) -> dict:
 
     from django.db import connection
 
+    from telemetry import selectors
+
     metric = qd.ensure_metric()
     start, end = qd.window()
     result: dict = {}
@@ -100,12 +102,7 @@ def explain(out: Path) -> dict:
         result.update(reports=total, max_id=max_id, watermark=watermark, rollup_rows=rollup_rows, sizes=sizes)
 
         plans = {}
-        plans["rollup_read_90d"] = _explain(
-            cursor,
-            "SELECT day, region, reports, support FROM telemetry_observedcounts"
-            " WHERE metric_id = %s AND day >= %s AND day <= %s",
-            [metric.id, start, end],
-        )
+        plans["rollup_read_90d"] = _explain(cursor, selectors._OBSERVED_BY_DAY, [start, metric.id, start, end])
         recount = (
             "SELECT day, region, value, COUNT(*) FROM telemetry_report"
             " WHERE metric_id = %s AND day >= %s AND day <= %s AND id <= %s GROUP BY day, region, value"

@@ -166,6 +166,18 @@ def test_olh_hash_matches_the_documented_splitmix64():
         assert olh_hash(seeds, values, g).tolist() == expected
 
 
+@pytest.mark.parametrize("epsilon", [1.5, 2.0, 4.0])  # g = 5, 8, 56: odd, power of two, even
+def test_olh_support_counts_match_the_reference_hash(epsilon):
+    oracle = OLH(12, epsilon)
+    reports = oracle.randomize(np.arange(3000) % 12)
+    expected = np.zeros(12, dtype=np.int64)
+    for seed, y in reports.tolist():
+        for value in range(12):
+            expected[value] += splitmix64_reference(seed, value, oracle.g) == y
+    assert oracle.g == {1.5: 5, 2.0: 8, 4.0: 56}[epsilon]
+    assert oracle.support_counts(reports).tolist() == expected.tolist()
+
+
 def test_ss_full_output_distribution_over_subsets():
     # Every 2-subset of 20 values is a category: those holding the true value
     # have probability p / C(19, 1), the others (1 - p) / C(19, 2).

@@ -166,10 +166,43 @@ def test_bernoulli_exp_vectorized_mixed_gammas():
         assert stats.binomtest(int(row.sum()), reps, p).pvalue > P_THRESHOLD
 
 
+@pytest.mark.parametrize("num, den, first", [(0, 100, 1), (37, 100, 1), (99, 100, 1), (1, 1, 1), (1, 1, 7),
+                                              (5, 6, 3), (2**30, 2**31 - 1, 1), (3, 2**40, 2)])
+def test_block_thresholds_give_the_exact_continuation_probabilities(num, den, first):
+    """One word decides rounds first..last of Alg. 1: P[X < T_j] must be prod_{k=first..j} (num/den)/k exactly."""
+    last, bound = noise._block_end(den, first)
+    assert last >= first and bound <= 2**56
+    q = (2**64 - 1) // bound
+    thresholds = list(noise._continue_thresholds(num, den, first, last, q))
+    assert len(thresholds) == last - first + 1
+    for j, threshold in zip(range(first, last + 1), thresholds):
+        expected = np.prod([Fraction(num, den * k) for k in range(first, j + 1)])
+        assert Fraction(threshold, q * bound) == expected, (j, threshold)
+    assert thresholds == sorted(thresholds, reverse=True)  # nested events, like the rounds
+
+
+def test_bernoulli_exp_le1_huge_denominator_uses_exact_python_integers():
+    # den * round > 2**56: rounds are drawn one by one on Python integers (CKS20 Alg. 1 as written).
+    reps = N_SCALAR
+    draws = noise._bernoulli_exp_le1(np.full(reps, 2**56, dtype=np.int64), 2**57, reps, SYSTEM_RANDOM)
+    assert stats.binomtest(int(draws.sum()), reps, float(np.exp(-0.5))).pvalue > P_THRESHOLD
+
+
+def test_geometric_runs_carry_across_batches():
+    """V of CKS20 Alg. 2: P[V = v] = (1 - e^-1) e^-v. Many small calls make runs straddle batches."""
+    samples = np.concatenate([noise._geometric_exp1(n, SYSTEM_RANDOM) for _ in range(6) for n in range(1, 600)])
+    pmf = lambda v: (1 - np.exp(-1.0)) * np.exp(-np.asarray(v, dtype=np.float64))  # noqa: E731
+    top = 12  # expected count of the merged tail {V >= 12} is ~ n e^-12 >= 5
+    counts = np.bincount(np.minimum(samples, top), minlength=top + 1)
+    expected = samples.size * np.append(pmf(np.arange(top)), np.exp(-float(top)))
+    assert stats.chisquare(counts, expected).pvalue > P_THRESHOLD
+
+
 # ---------------------------------------------------------------- discrete Laplace
 
 
-LAPLACE_SCALES = ["1/2", 1, "3/2", 10, 100]
+# 1000000/123457: one round per 32-bit word and a floor division; 33554433/16777216: 64-bit words (t > 2**24).
+LAPLACE_SCALES = ["1/2", 1, "3/2", 10, 100, "1000000/123457", "33554433/16777216"]
 
 
 @pytest.mark.parametrize("scale", LAPLACE_SCALES)

@@ -128,7 +128,11 @@ class Toolbox:
 
     @staticmethod
     def noisy(release) -> np.ndarray:
-        return np.frombuffer(bytes(release.noisy_counts), dtype="<i8")
+        """The release's stored noisy counts, flat, in grid order."""
+        from telemetry.queries import unpack_counts
+
+        blob = bytes(release.noisy_counts)
+        return unpack_counts(blob, (len(blob) - 1) // blob[0])
 
     @staticmethod
     def ledger_micro(**filters) -> int:

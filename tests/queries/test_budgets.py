@@ -142,6 +142,38 @@ def test_lifetime_cap_holds_across_days_and_analysts_per_metric_and_data_day(q, 
         assert spent == 2_000_000
 
 
+@pytest.mark.parametrize("refusal", ["budget_exhausted", "partition_cap_reached"])
+def test_a_refused_reserve_undoes_its_spend_even_if_the_transaction_goes_on(q, analyst, color, refusal):
+    """reserve() writes the spend before checking it (one upsert each); a refusal rolls back to its savepoint."""
+    from django.db import transaction
+
+    from accounting.models import DailySpend
+    from accounting.services import reserve
+    from telemetry.errors import ApiError
+
+    user, _ = analyst
+    q.set_budget(user, "1")
+    q.set_cap(color, "1")
+    d0, d1 = q.day(-3), q.day(-2)
+    spend = {"user": user, "metric_id": color.id, "data_start": d0, "data_end": d1}
+    with transaction.atomic():
+        reserve(**spend, epsilon_micro=600_000)
+    if refusal == "partition_cap_reached":  # another analyst, with budget to spare, hits the partitions' cap
+        spend["user"] = q.user("bob")[0]
+    before = (list(DailySpend.objects.order_by("id").values_list("user_id", "spent_micro")),
+              sorted(PartitionSpend.objects.values_list("data_day", "spent_micro")))
+    with transaction.atomic():
+        with pytest.raises(ApiError) as refused:
+            reserve(**spend, epsilon_micro=500_000)
+        assert refused.value.code == refusal
+        after = (list(DailySpend.objects.order_by("id").values_list("user_id", "spent_micro")),
+                 sorted(PartitionSpend.objects.values_list("data_day", "spent_micro")))
+    assert after == before
+    assert before[1] == [(d0, 600_000), (d1, 600_000)]
+    if refusal == "partition_cap_reached":
+        assert refused.value.extra["capped_days"] == [d0.isoformat(), d1.isoformat()]
+
+
 def test_default_lifetime_cap_applies_without_a_partition_cap(q, analyst, color, settings):
     settings.PRIVACY = {**settings.PRIVACY, "DEFAULT_PARTITION_CAP_EPSILON": "1.5"}
     _, token = analyst

@@ -23,9 +23,9 @@ def many_regions(settings):
     return ("",) + tuple(sorted(MANY))
 
 
-def _post_processed(release, metric):
+def _post_processed(q, release, metric):
     spec = catalog.by_id(metric.id)
-    noisy = np.frombuffer(bytes(release.noisy_counts), dtype="<i8").reshape(-1, central.grid_width(spec.oracle))
+    noisy = q.noisy(release).reshape(-1, central.grid_width(spec.oracle))
     return central.post_process(spec.oracle, noisy, Fraction(release.noise_scale))
 
 
@@ -53,7 +53,7 @@ def test_small_regions_are_merged_into_other_by_their_noisy_totals(q, analyst, c
     for attempt in range(6):  # a few releases so both sides of the threshold get exercised
         result = q.run(user, q.body(color, d1, d2, epsilon="0.5", group_by=["day", "region"], fresh=True))
         release = Release.objects.get(id=result["release"]["id"])
-        processed = _post_processed(release, color)
+        processed = _post_processed(q, release, color)
         reports = processed.reports.reshape(2, len(many_regions))
         counts = processed.counts.reshape(2, len(many_regions), k)
         data = result["data"]
@@ -92,7 +92,7 @@ def test_a_day_with_only_small_regions_releases_a_single_other_cell(q, analyst, 
     user, _ = analyst
     result = q.run(user, q.body(color, q.day(-1), epsilon="5", group_by=["region"]))
     release = Release.objects.get(id=result["release"]["id"])
-    processed = _post_processed(release, color)
+    processed = _post_processed(q, release, color)
     small = processed.reports < 5
     names = [c["region"] for c in result["data"]]
     _check_cells(result["data"], 3)
@@ -122,7 +122,7 @@ def test_consistent_counts_for_a_non_krr_protocol(q, analyst, many_regions):
     result = q.run(user, q.body(metric, q.day(-1), epsilon="2", group_by=["region"]))
     _check_cells(result["data"], 5)
     release = Release.objects.get(id=result["release"]["id"])
-    processed = _post_processed(release, metric)
+    processed = _post_processed(q, release, metric)
     assert sum(c["reports"] for c in result["data"]) == int(processed.reports.sum())
     de = next(c for c in result["data"] if c["region"] == "DE")
     assert abs(de["reports"] - 300) < 80  # n is noised at scale Δ/ε = 6/2 = 3

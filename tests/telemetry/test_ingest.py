@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import orjson
@@ -332,6 +332,59 @@ def test_every_item_rejected_still_answers_and_stores_nothing_but_the_batch(colo
     assert row_counts() == (1, 0)
     replay = post_batch(body, key)
     assert replay.json() == response.json()
+
+
+# --------------------------------------------------------------------------- outcomes over time
+# An item's outcome depends on the clock, the settings and the catalog, not on what was seen before.
+
+
+def test_repeated_items_get_the_same_outcome_as_the_first(make_metric, key):
+    color = make_metric(bound=2)
+    items = [krr_item(value="red", region="US"), krr_item(value="purple"), krr_item(value="red", region="US")]
+    first = post_batch(envelope(items), key)
+    second = post_batch(envelope(items, client_id="client-2"), key)
+    assert item_codes(first) == item_codes(second) == ["accepted", "value_out_of_domain", "accepted"]
+    assert Report.objects.filter(metric=color, region="US", value=0).count() == 4
+
+
+def test_a_metric_created_after_an_unknown_metric_rejection_is_accepted(db, key, monkeypatch):
+    from telemetry.models import Metric
+
+    item = krr_item(metric="late", value="on")
+    assert item_codes(post_batch(envelope([item]), key)) == ["unknown_metric"]
+    monkeypatch.setattr("telemetry.catalog._RELOAD_INTERVAL_S", 0.0)  # the forced-reload rate limit has passed
+    # Created as another worker would: this process's catalog is not told, but an unknown name reloads it.
+    Metric.objects.create(name="late", version=1, domain=["on", "off"], epsilon=2.0, protocol="krr")
+    assert item_codes(post_batch(envelope([item], client_id="client-2"), key)) == ["accepted"]
+
+
+def test_a_new_metric_version_takes_over_items_without_a_version(make_metric, key):
+    from telemetry import services
+
+    first = make_metric(name="shape", domain=("round", "square"))
+    item = krr_item(metric="shape", value="round")
+    assert item_codes(post_batch(envelope([item]), key)) == ["accepted"]
+    second = services.change_metric(name="shape", changes={"domain": ["round", "square", "flat"]})
+    assert item_codes(post_batch(envelope([item], client_id="client-2"), key)) == ["accepted"]
+    assert sorted(Report.objects.values_list("metric_id", flat=True)) == sorted([first.id, second.id])
+
+
+def test_the_oldest_accepted_day_moves_at_midnight_utc(color, key):
+    import time_machine
+
+    noon = datetime.combine(today(), datetime.min.time(), tzinfo=timezone.utc) + timedelta(hours=12)
+    item = krr_item(day=(noon.date() - timedelta(days=MAX_AGE)).isoformat())
+    with time_machine.travel(noon, tick=False):
+        assert item_codes(post_batch(envelope([item]), key)) == ["accepted"]
+    with time_machine.travel(noon + timedelta(days=1), tick=False):
+        assert item_codes(post_batch(envelope([item], client_id="client-2"), key)) == ["day_too_old"]
+
+
+def test_a_regions_setting_change_applies_to_the_next_batch(color, key, settings):
+    item = krr_item(region="FR")
+    assert item_codes(post_batch(envelope([item]), key)) == ["accepted"]
+    settings.PRIVACY = {**settings.PRIVACY, "REGIONS": ["US", "DE"]}
+    assert item_codes(post_batch(envelope([item], client_id="client-2"), key)) == ["invalid_region"]
 
 
 # --------------------------------------------------------------------------- idempotency
