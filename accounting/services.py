@@ -22,7 +22,7 @@ from django.utils import timezone
 from accounting.accountants import DiscreteLaplaceEvent, from_micro, to_micro
 from accounting.models import BudgetPolicy, LedgerEntry, PartitionCap
 from accounting.selectors import EffectivePolicy, day_events, effective_policy, partition_cap_micro, resets_at, utc_today
-from telemetry.errors import ApiError
+from deploy.api.errors import ApiError
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,9 @@ from rest_framework.views import APIView
 from accounting import selectors, services
 from accounting.accountants import from_micro
 from accounting.models import BudgetPolicy
-from telemetry.auth import IsAdmin, IsAnalyst, role_of
+from deploy.api.auth import IsAdmin, IsAnalyst, role_of
 from telemetry.catalog import catalog
-from telemetry.errors import ApiError
+from deploy.api.errors import ApiError
 
 
 def _status_json(user) -> dict:

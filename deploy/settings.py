@@ -104,7 +104,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "EXCEPTION_HANDLER": "telemetry.errors.api_exception_handler",
+    "EXCEPTION_HANDLER": "deploy.api.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
 

@@ -20,9 +20,9 @@ import numpy as np
 
 from privacy.csprng import RandomSource
 from privacy.ldp import FrequencyOracle, confidence_intervals
+from privacy.epsilon import MICRO_PER_EPSILON
 from privacy.noise import discrete_laplace_array, discrete_laplace_variance
 
-MICRO = 1_000_000
 
 
 def counts_n_separately(oracle: FrequencyOracle) -> bool:
@@ -47,7 +47,7 @@ def l1_sensitivity(oracle: FrequencyOracle, contribution_bound: int) -> int:
 
 def noise_scale(sensitivity: int, epsilon_micro: int) -> Fraction:
     # Laplace mechanism: scale b = Δ1/ε gives ε-DP (Dwork & Roth 2014, Thm. 3.6; CKS 2020, Thm. 7 for the discrete case).
-    return Fraction(sensitivity * MICRO, epsilon_micro)
+    return Fraction(sensitivity * MICRO_PER_EPSILON, epsilon_micro)
 
 
 def add_noise(raw: np.ndarray, scale: Fraction, source: RandomSource) -> tuple[np.ndarray, np.ndarray]:

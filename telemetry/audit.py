@@ -20,7 +20,7 @@ from privacy.drbg import DRBG
 from privacy.sealing import parse_key, unseal
 from telemetry import selectors
 from telemetry.catalog import catalog
-from telemetry.errors import ApiError
+from deploy.api.errors import ApiError
 from telemetry.models import Release
 from telemetry.queries import CanonicalQuery, Presentation, build_grid, grid_axes, render, unpack_counts
 

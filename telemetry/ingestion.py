@@ -35,7 +35,7 @@ from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 
 from privacy.ldp import PayloadError
 from telemetry.catalog import MetricSpec, catalog
-from telemetry.errors import ApiError
+from deploy.api.errors import ApiError
 from telemetry.limits import ACCEPTED, DAILY_LIMIT, Contribution, get_limiter
 from telemetry.models import Batch, Report
 from telemetry.regions import accepted_regions

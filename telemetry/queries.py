@@ -30,7 +30,8 @@ from privacy.drbg import DRBG, new_seed
 from privacy.sealing import parse_key, seal
 from telemetry import selectors
 from telemetry.catalog import MetricSpec, catalog
-from telemetry.errors import ApiError
+from deploy.api.db import advisory_xact_lock
+from deploy.api.errors import ApiError
 from telemetry.models import Release, RollupWatermark
 from telemetry.regions import region_axis
 from telemetry.rollup import ROLLUP_LOCK, advance_rollup
@@ -193,16 +194,12 @@ def unpack_counts(blob, size: int) -> np.ndarray:
 
 
 def _hold_rollup_shared() -> None:
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [ROLLUP_LOCK])
+    advisory_xact_lock(ROLLUP_LOCK, shared=True)
 
 
 def _lock_query(query: CanonicalQuery) -> None:
     """Identical non-fresh queries wait for each other, so only the first one pays."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [int(query.key[:15], 16)])
+    advisory_xact_lock(int(query.key[:15], 16))
 
 
 def _insert(release: Release) -> None:

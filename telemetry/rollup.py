@@ -19,6 +19,7 @@ import numpy as np
 from django.db import connection, transaction
 from django.utils import timezone
 
+from deploy.api.db import advisory_xact_lock
 from telemetry.catalog import catalog
 from telemetry.models import ObservedCounts, RollupWatermark
 
@@ -29,9 +30,7 @@ _CHUNK_IDS = 2_000_000
 
 def hold_ingest_fence_shared() -> None:
     """Called first in every ingest transaction."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [INGEST_FENCE_LOCK])
+    advisory_xact_lock(INGEST_FENCE_LOCK, shared=True)
 
 
 def _max_report_id(cursor) -> int:
@@ -41,11 +40,8 @@ def _max_report_id(cursor) -> int:
 
 def committed_high_water() -> int:
     """An id such that every report with a smaller or equal id is committed."""
-    if connection.vendor != "postgresql":
-        with transaction.atomic(), connection.cursor() as cursor:
-            return _max_report_id(cursor)
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [INGEST_FENCE_LOCK])
+        advisory_xact_lock(INGEST_FENCE_LOCK)
         return _max_report_id(cursor)
 
 
@@ -111,8 +107,7 @@ def advance_rollup() -> int:
     """Fold every committed report into ObservedCounts; returns the new watermark."""
     high = committed_high_water()
     with transaction.atomic(), connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ROLLUP_LOCK])
+        advisory_xact_lock(ROLLUP_LOCK)
         watermark, _ = RollupWatermark.objects.select_for_update().get_or_create(pk=1)
         low = watermark.report_id
         if high <= low:

@@ -13,9 +13,10 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from privacy.ldp import PROTOCOLS, choose_protocol
-from telemetry.auth import ROLES, ensure_role_groups, hash_key, ingest_keys
+from deploy.api.auth import ROLES, ensure_role_groups, hash_key
+from telemetry.auth import ingest_keys
 from telemetry.catalog import catalog
-from telemetry.errors import ApiError
+from deploy.api.errors import ApiError
 from telemetry.models import IngestKey, Metric
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")

@@ -11,8 +11,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from telemetry import queries, selectors, services
-from telemetry.auth import IngestKeyAuthentication, IsAdmin, IsAnalyst, IsIngestKey, api_key_from_header, ingest_keys
-from telemetry.errors import ApiError, error_response
+from deploy.api.auth import IsAdmin, IsAnalyst, IsIngestKey, api_key_from_header
+from telemetry.auth import IngestKeyAuthentication, ingest_keys
+from deploy.api.errors import ApiError, error_response
 from telemetry.ingestion import ingest_batch
 from accounting.accountants import from_micro
 from telemetry.audit import verify_release

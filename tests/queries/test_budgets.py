@@ -149,7 +149,7 @@ def test_a_refused_reserve_undoes_its_spend_even_if_the_transaction_goes_on(q, a
 
     from accounting.models import DailySpend
     from accounting.services import reserve
-    from telemetry.errors import ApiError
+    from deploy.api.errors import ApiError
 
     user, _ = analyst
     q.set_budget(user, "1")

@@ -223,7 +223,7 @@ def test_an_epsilon_with_a_huge_exponent_is_refused_quickly():
     code = (
         "import django; django.setup()\n"
         "from accounting.services import parse_epsilon_micro\n"
-        "from telemetry.errors import ApiError\n"
+        "from deploy.api.errors import ApiError\n"
         f"try:\n    parse_epsilon_micro({value!r})\nexcept ApiError as e:\n    print(e.code)\n"
         "else:\n    print('parsed')\n"
     )

@@ -12,9 +12,9 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from telemetry import services
-from telemetry.auth import hash_key
+from deploy.api.auth import hash_key
 from telemetry.catalog import catalog
-from telemetry.errors import ApiError
+from deploy.api.errors import ApiError
 from telemetry.models import IngestKey, Metric, Report
 from telemetry.rollup import advance_rollup
 from telemetry.selectors import observed_counts

@@ -10,7 +10,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
-from telemetry.auth import hash_key
+from deploy.api.auth import hash_key
 from telemetry.models import IngestKey, Metric
 
 from _telemetry_helpers import envelope, item_codes, krr_item, post_batch

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from telemetry import services
-from telemetry.errors import ApiError
+from deploy.api.errors import ApiError
 
 
 class Command(BaseCommand):

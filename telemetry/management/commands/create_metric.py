@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from telemetry import services
-from telemetry.errors import ApiError
+from deploy.api.errors import ApiError
 
 
 class Command(BaseCommand):
