@@ -5,7 +5,8 @@ from django.contrib.auth.models import Group
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounting import selectors, services
+from accounting import selectors
+from accounting.services import policies as services
 from accounting.accountants import from_micro
 from accounting.models import BudgetPolicy
 from deploy.api.auth import IsAdmin, IsAnalyst, role_of

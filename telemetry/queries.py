@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from accounting import selectors as budget_selectors
-from accounting import services as budget_services
+from accounting.services import ledger as budget_services
 from accounting.accountants import from_micro, to_micro
 from privacy import central
 from privacy.drbg import DRBG, new_seed
@@ -32,6 +32,7 @@ from telemetry import selectors
 from telemetry.catalog import MetricSpec, catalog
 from deploy.api.db import advisory_xact_lock
 from deploy.api.errors import ApiError
+from deploy.api.parsing import parse_epsilon_micro
 from telemetry.models import Release, RollupWatermark
 from telemetry.regions import region_axis
 from telemetry.rollup import ROLLUP_LOCK, advance_rollup
@@ -125,7 +126,7 @@ def parse_query(data) -> tuple[CanonicalQuery, MetricSpec, Presentation, bool]:
     max_days = settings.PRIVACY["MAX_QUERY_DAYS"]
     if (end - start).days + 1 > max_days:
         raise ApiError("window_too_long", f"A query covers at most {max_days} days.")
-    epsilon_micro = budget_services.parse_epsilon_micro(data.get("epsilon", settings.PRIVACY["DEFAULT_QUERY_EPSILON"]))
+    epsilon_micro = parse_epsilon_micro(data.get("epsilon", settings.PRIVACY["DEFAULT_QUERY_EPSILON"]))
     if epsilon_micro > to_micro(settings.PRIVACY["MAX_QUERY_EPSILON"]):
         raise ApiError("invalid_epsilon", f"epsilon must be at most {settings.PRIVACY['MAX_QUERY_EPSILON']}.")
     fresh = data.get("fresh", False)

@@ -174,7 +174,7 @@ class StepTimer:
 
 
 def profile_steps(run, iterations: int) -> dict:
-    from accounting import services as budget_services
+    from accounting.services import ledger as budget_services
     from privacy import central
     from telemetry import queries, selectors
 

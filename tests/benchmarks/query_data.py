@@ -104,7 +104,7 @@ def ensure_analyst(username: str = "bench_analyst", metric_id: int | None = None
     """An analyst with a huge daily budget and (for ``metric_id``) a huge partition cap."""
     from django.contrib.auth import get_user_model
 
-    from accounting.services import set_analyst_budget, set_partition_cap
+    from accounting.services.policies import set_analyst_budget, set_partition_cap
     from telemetry.services import create_user
 
     user = get_user_model().objects.filter(username=username).first()

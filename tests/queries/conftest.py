@@ -61,7 +61,7 @@ class Toolbox:
 
     @staticmethod
     def set_budget(user, daily_epsilon, composition: str = "pure", delta=None):
-        from accounting.services import set_analyst_budget
+        from accounting.services.policies import set_analyst_budget
 
         data = {"daily_epsilon": str(daily_epsilon), "composition": composition}
         if delta is not None:
@@ -70,7 +70,7 @@ class Toolbox:
 
     @staticmethod
     def set_cap(metric, lifetime_epsilon):
-        from accounting.services import set_partition_cap
+        from accounting.services.policies import set_partition_cap
 
         return set_partition_cap(metric_id=metric.id, data={"lifetime_epsilon": str(lifetime_epsilon)})
 

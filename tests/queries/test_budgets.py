@@ -148,7 +148,7 @@ def test_a_refused_reserve_undoes_its_spend_even_if_the_transaction_goes_on(q, a
     from django.db import transaction
 
     from accounting.models import DailySpend
-    from accounting.services import reserve
+    from accounting.services.ledger import reserve
     from deploy.api.errors import ApiError
 
     user, _ = analyst

@@ -222,7 +222,7 @@ def test_an_epsilon_with_a_huge_exponent_is_refused_quickly():
     value = "1e999999999"
     code = (
         "import django; django.setup()\n"
-        "from accounting.services import parse_epsilon_micro\n"
+        "from deploy.api.parsing import parse_epsilon_micro\n"
         "from deploy.api.errors import ApiError\n"
         f"try:\n    parse_epsilon_micro({value!r})\nexcept ApiError as e:\n    print(e.code)\n"
         "else:\n    print('parsed')\n"

@@ -1,4 +1,4 @@
-"""Check-and-spend, atomically, and the admins' budget settings.
+"""Check-and-spend, atomically: the one ledger every privacy spend goes through.
 
 ``reserve`` runs inside the caller's transaction, before the release is
 computed, and ``record`` in the same transaction, after. ``reserve`` locks and
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -23,6 +23,7 @@ from accounting.accountants import DiscreteLaplaceEvent, from_micro, to_micro
 from accounting.models import BudgetPolicy, LedgerEntry, PartitionCap
 from accounting.selectors import EffectivePolicy, day_events, effective_policy, partition_cap_micro, resets_at, utc_today
 from deploy.api.errors import ApiError
+from deploy.api.parsing import finite_decimal, parse_epsilon_micro
 
 
 @dataclass(frozen=True)
@@ -132,77 +133,3 @@ def record(charge: Charge, release) -> LedgerEntry:
         delta=charge.policy.delta,
         release=release,
     )
-
-
-MAX_EPSILON = Decimal(1_000_000)  # far above any sane budget, far below the bigint column's range
-MIN_DELTA, MAX_DELTA = Decimal("1e-18"), Decimal("0.001")  # the delta column keeps 18 decimal places
-
-
-def _finite_decimal(value) -> Decimal | None:
-    """A finite Decimal of sane magnitude, or None. Huge exponents are refused *before*
-    any exact arithmetic, which would otherwise build numbers like 10**999999999."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        return None
-    try:
-        number = Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value).strip())
-    except (InvalidOperation, ValueError):
-        return None
-    if not number.is_finite() or (number != 0 and not -30 <= number.adjusted() <= 30):
-        return None
-    return number
-
-
-def parse_epsilon_micro(value, field: str = "epsilon") -> int:
-    """A positive ε on the 1e-6 grid, at most MAX_EPSILON, from a JSON number or string, as micro-ε."""
-    number = _finite_decimal(value)
-    if number is None or not 0 < number <= MAX_EPSILON:
-        raise ApiError("invalid_epsilon", f"{field} must be a number in (0, {MAX_EPSILON}].", field=field)
-    try:
-        return to_micro(number)
-    except (ValueError, ArithmeticError):
-        raise ApiError("invalid_epsilon", f"{field} must have at most 6 decimal places.", field=field)
-
-
-def _parse_policy(data: dict) -> dict:
-    composition = data.get("composition", "pure")
-    if composition not in ("pure", "approximate"):
-        raise ApiError("invalid_composition", "composition must be 'pure' or 'approximate'.")
-    delta = None
-    if composition == "approximate":
-        delta = _finite_decimal(data.get("delta", "1e-6"))
-        if delta is None or not MIN_DELTA <= delta < MAX_DELTA or delta != delta.quantize(MIN_DELTA):
-            raise ApiError("invalid_delta", f"delta must be a number in [{MIN_DELTA}, {MAX_DELTA}) "
-                                            "with at most 18 decimal places.")
-    return {
-        "daily_epsilon_micro": parse_epsilon_micro(data.get("daily_epsilon"), "daily_epsilon"),
-        "composition": composition,
-        "delta": delta,
-        "updated_at": timezone.now(),
-    }
-
-
-@transaction.atomic
-def set_analyst_budget(*, username: str, data: dict) -> BudgetPolicy:
-    user = get_user_model().objects.filter(username=username).first()
-    if user is None:
-        raise ApiError("unknown_user", f"No user named {username!r}.", http_status=404)
-    policy, _ = BudgetPolicy.objects.update_or_create(user=user, defaults=_parse_policy(data))
-    return policy
-
-
-@transaction.atomic
-def set_group_budget(*, name: str, data: dict) -> BudgetPolicy:
-    group = Group.objects.filter(name=name).first()
-    if group is None:
-        raise ApiError("unknown_group", f"No group named {name!r}.", http_status=404)
-    policy, _ = BudgetPolicy.objects.update_or_create(group=group, defaults=_parse_policy(data))
-    return policy
-
-
-@transaction.atomic
-def set_partition_cap(*, metric_id: int, data: dict) -> PartitionCap:
-    cap_micro = parse_epsilon_micro(data.get("lifetime_epsilon"), "lifetime_epsilon")
-    cap, _ = PartitionCap.objects.update_or_create(
-        metric_id=metric_id, defaults={"lifetime_epsilon_micro": cap_micro, "updated_at": timezone.now()}
-    )
-    return cap

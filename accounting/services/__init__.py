@@ -1,0 +1,1 @@
+"""Writes of the accounting app: the ledger (``ledger``) and budget settings (``policies``)."""
