@@ -2,9 +2,9 @@
 
 Framework-free (no Django import): the budget ledger calls these functions,
 tests and benchmarks call them directly. The split follows Google's
-``dp_accounting``: a release is described by an immutable *event* (mechanism
-parameters only); an *accountant* turns a sequence of events into a privacy
-figure (ARCHITECTURE.md, invariant 5: figures are computed from mechanism
+``dp_accounting``: a release is described by an immutable *event*
+(:mod:`accounting.events`, mechanism parameters only); an *accountant* turns a
+sequence of events of any kinds into a privacy figure (ARCHITECTURE.md, invariant 5: figures are computed from mechanism
 parameters, never copied from a client).
 
 Exact arithmetic (invariant 4). Budgets and per-query epsilons are integer
@@ -14,10 +14,12 @@ queries at 1.0 spend exactly 10 and 3 at 0.1 exactly 0.3.
 
 Two accountants with one interface (:class:`Accountant`):
 
-* :class:`PureDPAccountant` — basic composition, δ = 0: spent = Σ ε_i, exact.
+* :class:`PureDPAccountant` — basic composition, δ = 0: spent = Σ ε_i, exact;
+  it refuses events with no pure ε (:class:`NotPureDP`).
 * :class:`PLDAccountant` — (ε, δ)-DP for a fixed δ via privacy loss
   distributions (``dp_accounting.pld``). Its "spent" is ε(δ) of the whole
-  composition, rounded *up* to the next µε; never more than basic composition.
+  composition (each distinct event self-composed), rounded *up* to the next µε;
+  never more than basic composition when every event is pure.
 
 "Remaining budget" means the same for both: ``remaining(budget, events)`` =
 budget − spent (floored at 0), in ε at the accountant's δ; and
@@ -30,24 +32,17 @@ from __future__ import annotations
 
 import collections
 import functools
-import math
-from dataclasses import dataclass
-from decimal import Decimal, localcontext
-from fractions import Fraction
+from decimal import Decimal
 from typing import TYPE_CHECKING, Iterable, Protocol, Union
 
-from privacy.epsilon import MICRO_PER_EPSILON, EpsilonLike, ceil_micro as _ceil_micro, from_micro, to_micro
+from accounting.events import DiscreteLaplaceEvent, MechanismEvent, event_sort_key
+from privacy.epsilon import EpsilonLike, ceil_micro, from_micro, to_micro
 
 if TYPE_CHECKING:  # dp_accounting takes ~2 s to import: load it on first PLD use only
     import dp_accounting
 
 __all__ = [
-    "MICRO_PER_EPSILON",
-    "EpsilonLike",
-    "to_micro",
-    "from_micro",
-    "PrivacyEvent",
-    "DiscreteLaplaceEvent",
+    "NotPureDP",
     "Accountant",
     "PureDPAccountant",
     "PLDAccountant",
@@ -55,60 +50,9 @@ __all__ = [
     "max_queries",
 ]
 
-# --------------------------------------------------------------------------
-# events
-# --------------------------------------------------------------------------
 
-
-class PrivacyEvent(Protocol):
-    """What an accountant needs from an event."""
-
-    @property
-    def micro_epsilon(self) -> int: ...
-
-    def to_dp_event(self) -> dp_accounting.DpEvent: ...
-
-
-@dataclass(frozen=True)
-class DiscreteLaplaceEvent:
-    """One release noised with discrete Laplace noise of scale Δ/ε (pure ε-DP).
-
-    ``epsilon`` is normalized to an exact Decimal on a 1e-6 grid;
-    ``sensitivity`` Δ (the enforced per-client L1 contribution bound) only sets
-    :attr:`scale`, the accounting depends on ε alone.
-    """
-
-    epsilon: Decimal
-    sensitivity: int = 1
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "epsilon", from_micro(to_micro(self.epsilon)))
-        if isinstance(self.sensitivity, bool) or not isinstance(self.sensitivity, int) or self.sensitivity < 1:
-            raise ValueError("sensitivity must be a positive int")
-
-    @property
-    def micro_epsilon(self) -> int:
-        return to_micro(self.epsilon)
-
-    @property
-    def scale(self) -> Fraction:
-        """The discrete Laplace scale t = Δ/ε to give :mod:`privacy.noise`."""
-        return Fraction(self.sensitivity) / Fraction(self.epsilon)
-
-    def to_dp_event(self) -> dp_accounting.DpEvent:
-        """The dp_accounting event used for PLD accounting.
-
-        ``DiscreteLaplaceDpEvent(noise_parameter=ε, sensitivity=1)``: its
-        privacy loss is ±ε, the two-point PLD that dominates *every* pure
-        ε-DP mechanism. It is therefore exact for a scalar count and sound for
-        a vector of counts with L1 sensitivity Δ and scale Δ/ε, however a
-        client's contribution is spread over cells. (``LaplaceDpEvent`` would
-        be the *continuous* Laplace, whose PLD is strictly better: it would
-        under-report ε for discrete noise.)
-        """
-        from dp_accounting.dp_event import DiscreteLaplaceDpEvent
-
-        return DiscreteLaplaceDpEvent(noise_parameter=float(self.epsilon), sensitivity=1)
+class NotPureDP(ValueError):
+    """A pure-ε accountant was given an event with no pure ε (a Gaussian, say)."""
 
 
 # --------------------------------------------------------------------------
@@ -122,12 +66,12 @@ class Accountant(Protocol):
     @property
     def delta(self) -> Decimal: ...
 
-    def spent(self, events: Iterable[PrivacyEvent]) -> Decimal: ...
+    def spent(self, events: Iterable[MechanismEvent]) -> Decimal: ...
 
-    def remaining(self, budget_epsilon: EpsilonLike, events: Iterable[PrivacyEvent]) -> Decimal: ...
+    def remaining(self, budget_epsilon: EpsilonLike, events: Iterable[MechanismEvent]) -> Decimal: ...
 
     def can_afford(
-        self, budget_epsilon: EpsilonLike, events: Iterable[PrivacyEvent], new_event: PrivacyEvent
+        self, budget_epsilon: EpsilonLike, events: Iterable[MechanismEvent], new_event: MechanismEvent
     ) -> bool: ...
 
     def max_queries(self, per_query_epsilon: EpsilonLike, budget_epsilon: EpsilonLike) -> int: ...
@@ -136,24 +80,30 @@ class Accountant(Protocol):
         self,
         per_query_epsilon: EpsilonLike,
         budget_epsilon: EpsilonLike,
-        events: Iterable[PrivacyEvent] = (),
+        events: Iterable[MechanismEvent] = (),
     ) -> int: ...
 
 
-def _basic_micro(events: Iterable[PrivacyEvent]) -> int:
-    return sum(event.micro_epsilon for event in events)
+def _basic_micro(events: Iterable[MechanismEvent]) -> int | None:
+    """Σ ε_i of pure events (basic composition); None if any event has no pure ε."""
+    total = 0
+    for event in events:
+        if event.pure_epsilon_micro is None:
+            return None
+        total += event.pure_epsilon_micro
+    return total
 
 
 class _MicroAccountant:
     """``spent`` and ``remaining`` in ε, from a subclass's exact ``spent_micro``."""
 
-    def spent_micro(self, events: Iterable[PrivacyEvent]) -> int:
+    def spent_micro(self, events: Iterable[MechanismEvent]) -> int:
         raise NotImplementedError
 
-    def spent(self, events: Iterable[PrivacyEvent]) -> Decimal:
+    def spent(self, events: Iterable[MechanismEvent]) -> Decimal:
         return from_micro(self.spent_micro(events))
 
-    def remaining(self, budget_epsilon: EpsilonLike, events: Iterable[PrivacyEvent]) -> Decimal:
+    def remaining(self, budget_epsilon: EpsilonLike, events: Iterable[MechanismEvent]) -> Decimal:
         """budget − spent, floored at 0 (for PLD informative only: its ε is not additive)."""
         return from_micro(max(0, to_micro(budget_epsilon) - self.spent_micro(events)))
 
@@ -165,13 +115,16 @@ class PureDPAccountant(_MicroAccountant):
     def delta(self) -> Decimal:
         return Decimal(0)
 
-    def spent_micro(self, events: Iterable[PrivacyEvent]) -> int:
-        return _basic_micro(events)
+    def spent_micro(self, events: Iterable[MechanismEvent]) -> int:
+        total = _basic_micro(events)
+        if total is None:
+            raise NotPureDP("an event without a pure epsilon needs approximate (PLD) accounting")
+        return total
 
     def can_afford(
-        self, budget_epsilon: EpsilonLike, events: Iterable[PrivacyEvent], new_event: PrivacyEvent
+        self, budget_epsilon: EpsilonLike, events: Iterable[MechanismEvent], new_event: MechanismEvent
     ) -> bool:
-        return self.spent_micro(events) + new_event.micro_epsilon <= to_micro(budget_epsilon)
+        return self.spent_micro([*events, new_event]) <= to_micro(budget_epsilon)
 
     def max_queries(self, per_query_epsilon: EpsilonLike, budget_epsilon: EpsilonLike) -> int:
         """⌊budget / ε⌋, exactly."""
@@ -181,7 +134,7 @@ class PureDPAccountant(_MicroAccountant):
         self,
         per_query_epsilon: EpsilonLike,
         budget_epsilon: EpsilonLike,
-        events: Iterable[PrivacyEvent] = (),
+        events: Iterable[MechanismEvent] = (),
     ) -> int:
         left = to_micro(budget_epsilon) - self.spent_micro(events)
         return max(0, left) // to_micro(per_query_epsilon)
@@ -199,12 +152,12 @@ def _parse_delta(delta: Union[Decimal, str, float]) -> float:
     return value
 
 
-Composition = tuple  # tuple of (micro_epsilon, count) pairs, sorted
+Composition = tuple  # ((event, count), ...) in event_sort_key order: hashable, canonical
 
 
-def _composition(events: Iterable[PrivacyEvent]) -> Composition:
-    counts = collections.Counter(event.micro_epsilon for event in events)
-    return tuple(sorted(counts.items()))
+def _composition(events: Iterable[MechanismEvent]) -> Composition:
+    counts = collections.Counter(events)
+    return tuple(sorted(counts.items(), key=lambda item: event_sort_key(item[0])))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -215,14 +168,13 @@ def _pld_epsilon_cached(composition: Composition, delta: float, interval: float)
     from dp_accounting.pld import pld_privacy_accountant
 
     accountant = pld_privacy_accountant.PLDAccountant(value_discretization_interval=interval)
-    for micro, count in composition:
-        event = DiscreteLaplaceEvent(from_micro(micro)).to_dp_event()
-        accountant.compose(SelfComposedDpEvent(event, count))
+    for event, count in composition:
+        accountant.compose(SelfComposedDpEvent(event.to_dp_event(), count))
     return float(accountant.get_epsilon(delta))
 
 
 def pld_epsilon(
-    events: Iterable[PrivacyEvent], delta: Union[Decimal, str, float], *, value_discretization_interval: float = 1e-4
+    events: Iterable[MechanismEvent], delta: Union[Decimal, str, float], *, value_discretization_interval: float = 1e-4
 ) -> float:
     """ε(δ) of the composition by dp_accounting's PLD accountant (pessimistic estimate).
 
@@ -254,22 +206,24 @@ class PLDAccountant(_MicroAccountant):
         return self._delta_decimal
 
     def _spent_micro_of(self, composition: Composition) -> int:
-        basic = sum(micro * count for micro, count in composition)
-        if basic == 0:
+        if not composition:
             return 0
-        pld = _ceil_micro(_pld_epsilon_cached(composition, self._delta, self._interval))
-        return min(basic, pld)
+        pld = ceil_micro(_pld_epsilon_cached(composition, self._delta, self._interval))
+        pure = [(event.pure_epsilon_micro, count) for event, count in composition]
+        if any(micro is None for micro, _ in pure):
+            return pld
+        return min(sum(micro * count for micro, count in pure), pld)
 
-    def spent_micro(self, events: Iterable[PrivacyEvent]) -> int:
+    def spent_micro(self, events: Iterable[MechanismEvent]) -> int:
         return self._spent_micro_of(_composition(events))
 
-    def epsilon(self, events: Iterable[PrivacyEvent]) -> float:
+    def epsilon(self, events: Iterable[MechanismEvent]) -> float:
         """The unrounded ε(δ) from dp_accounting (no basic-composition cap)."""
         return _pld_epsilon_cached(_composition(events), self._delta, self._interval)
 
 
     def can_afford(
-        self, budget_epsilon: EpsilonLike, events: Iterable[PrivacyEvent], new_event: PrivacyEvent
+        self, budget_epsilon: EpsilonLike, events: Iterable[MechanismEvent], new_event: MechanismEvent
     ) -> bool:
         return self.spent_micro([*events, new_event]) <= to_micro(budget_epsilon)
 
@@ -280,7 +234,7 @@ class PLDAccountant(_MicroAccountant):
         self,
         per_query_epsilon: EpsilonLike,
         budget_epsilon: EpsilonLike,
-        events: Iterable[PrivacyEvent] = (),
+        events: Iterable[MechanismEvent] = (),
     ) -> int:
         """Largest k ≥ 0 such that the events plus k queries at ``per_query_epsilon`` fit.
 
@@ -288,19 +242,17 @@ class PLDAccountant(_MicroAccountant):
         composition count (always affordable). Every returned k has been
         checked; ε(δ) is monotone in k, so it is the largest such k.
         """
-        per = to_micro(per_query_epsilon)
+        query = DiscreteLaplaceEvent(per_query_epsilon)
         budget = to_micro(budget_epsilon)
-        base = collections.Counter(dict(_composition(events)))
+        events = list(events)
 
         def fits(k: int) -> bool:
-            counts = base.copy()
-            if k:
-                counts[per] += k
-            return self._spent_micro_of(tuple(sorted(counts.items()))) <= budget
+            return self._spent_micro_of(_composition([*events, *[query] * k])) <= budget
 
         if not fits(0):
             return 0
-        low = max(0, budget - sum(m * c for m, c in base.items())) // per  # fits by basic composition
+        basic = _basic_micro(events)  # k queries fit by basic composition when basic + k ε <= budget
+        low = max(0, budget - basic) // query.pure_epsilon_micro if basic is not None else 0
         high = max(1, 2 * low)
         while fits(high):
             low, high = high, 2 * high

@@ -38,48 +38,67 @@ class BudgetPolicy(models.Model):
 
 
 class PartitionCap(models.Model):
-    """Lifetime ε cap of each data-day of one metric (overrides the default)."""
+    """Lifetime ε cap of every partition of one scope (overrides the default).
 
-    metric = models.OneToOneField("telemetry.Metric", on_delete=models.PROTECT, related_name="partition_cap")
+    A scope names what carries a lifetime cap and a partition is one part of it:
+    scope ``metric:<id>`` has one partition per data-day; ``dataset:<id>`` or
+    ``contributor:<id>`` is one partition (key ``""``). The apps name the scopes;
+    the ledger only compares totals with caps.
+    """
+
+    scope = models.CharField(max_length=100, unique=True)
     lifetime_epsilon_micro = models.BigIntegerField()
     updated_at = models.DateTimeField(default=timezone.now)
 
 
 class DailySpend(models.Model):
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    """A spender's running total of ε for one UTC day (basic composition)."""
+
+    spender = models.CharField(max_length=100)
     day = models.DateField()
     spent_micro = models.BigIntegerField(default=0)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["user", "day"], name="daily_spend_user_day")]
+        constraints = [models.UniqueConstraint(fields=["spender", "day"], name="daily_spend_spender_day")]
 
 
 class PartitionSpend(models.Model):
-    metric = models.ForeignKey("telemetry.Metric", on_delete=models.PROTECT)
-    data_day = models.DateField()
+    """One partition's lifetime total of charged ε (basic composition)."""
+
+    scope = models.CharField(max_length=100)
+    key = models.CharField(max_length=100, blank=True)
     spent_micro = models.BigIntegerField(default=0)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["metric", "data_day"], name="partition_spend_metric_day")]
+        constraints = [models.UniqueConstraint(fields=["scope", "key"], name="partition_spend_scope_key")]
 
 
 class LedgerEntry(models.Model):
-    """One spend: ``epsilon_micro`` charged to the analyst's ``budget_day`` and
-    to each data-day in ``[data_start, data_end]`` of ``metric``."""
+    """One charge: a mechanism event, its spender and budget day, the partitions it
+    spends, and the subject it paid for (a release, an export, a training job).
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    ``epsilon_micro`` is the ε charged to the daily running total and to each
+    partition: the event's pure ε, or for an approximate-DP event its own ε at
+    ``delta`` by PLD. The daily budget of an approximate policy is checked on the
+    PLD composition of the day's ``event`` column, not on this figure.
+    """
+
+    spender = models.CharField(max_length=100)
     budget_day = models.DateField()
-    metric = models.ForeignKey("telemetry.Metric", on_delete=models.PROTECT)
-    data_start = models.DateField()
-    data_end = models.DateField()
+    event = models.JSONField()
     epsilon_micro = models.BigIntegerField()
     composition = models.CharField(max_length=12, choices=COMPOSITION_CHOICES)
     delta = models.DecimalField(max_digits=20, decimal_places=18, default=0)
-    release = models.ForeignKey("telemetry.Release", on_delete=models.PROTECT, related_name="ledger_entries")
+    partitions = models.JSONField(default=list)  # [[scope, key], ...]
+    subject_kind = models.CharField(max_length=32)
+    subject_id = models.CharField(max_length=64)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        indexes = [models.Index(fields=["user", "budget_day"], name="ledger_user_day")]
+        indexes = [
+            models.Index(fields=["spender", "budget_day"], name="ledger_spender_day"),
+            models.Index(fields=["subject_kind", "subject_id"], name="ledger_subject"),
+        ]
         constraints = [models.CheckConstraint(condition=models.Q(epsilon_micro__gt=0), name="ledger_positive")]
 
     def save(self, *args, **kwargs):

@@ -112,12 +112,12 @@ class PartitionBudgetView(APIView):
         return spec
 
     def _json(self, spec) -> dict:
-        usage = selectors.partition_usage(spec.id)
+        usage = selectors.partition_usage(f"metric:{spec.id}")
         return {
             "metric": spec.name,
             "version": spec.version,
             "lifetime_epsilon_cap": str(usage["lifetime_epsilon_cap"]),
-            "days": [{"day": d["day"].isoformat(), "spent": str(d["spent"])} for d in usage["days"]],
+            "days": [{"day": p["key"], "spent": str(p["spent"])} for p in usage["partitions"]],
         }
 
     def get(self, request, metric: str):
@@ -125,5 +125,5 @@ class PartitionBudgetView(APIView):
 
     def put(self, request, metric: str):
         spec = self._spec(request, metric)
-        services.set_partition_cap(metric_id=spec.id, data=_body(request))
+        services.set_partition_cap(scope=f"metric:{spec.id}", data=_body(request))
         return Response(self._json(spec))

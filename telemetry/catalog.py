@@ -19,6 +19,11 @@ _RELOAD_INTERVAL_S = 1.0
 _MAX_AGE_S = 30.0
 
 
+def partition_scope(metric_id: int) -> str:
+    """The ledger scope of a metric version: its partitions are its data-days, each with a lifetime cap."""
+    return f"metric:{metric_id}"
+
+
 @dataclass(frozen=True)
 class MetricSpec:
     id: int

@@ -145,3 +145,6 @@ class Release(models.Model):
     simultaneous = models.BooleanField(default=False)
     released_digest = models.CharField(max_length=64, default="", help_text="SHA-256 of the data as first returned.")
     created_at = models.DateTimeField(default=timezone.now)
+
+    def delete(self, *args, **kwargs):
+        raise PermissionError("a release is the audit record of a ledger charge: it is never deleted")

@@ -1,4 +1,4 @@
-"""Reads. Internal: analysts only ever see central-DP answers (telemetry.queries)."""
+"""Reads. Internal: analysts only ever see central-DP answers (telemetry.release)."""
 
 from __future__ import annotations
 
@@ -133,7 +133,7 @@ def observed_counts(spec: MetricSpec, start: date, end: date, group_by: tuple[st
     """Rolled-up raw counts for days in [start, end], summed over what is not grouped by.
 
     Only cells that have reports are returned; central DP builds its own
-    data-independent grid (telemetry.queries).
+    data-independent grid (telemetry.release).
     """
     cells: dict[tuple, ObservedCell] = {}
     rows = observed_rows(spec, start, end)
@@ -188,3 +188,9 @@ def active_ingest_key(key_hash: str) -> IngestKey | None:
 
 def latest_release(query_key: str) -> Release | None:
     return Release.objects.filter(query_key=query_key).order_by("-created_at").defer("sealed_seed").first()
+
+
+def recent_releases(limit: int) -> list[Release]:
+    """The newest releases with their analysts, without the stored counts and seeds."""
+    return list(Release.objects.select_related("analyst").defer("noisy_counts", "sealed_seed")
+                .order_by("-created_at")[:limit])

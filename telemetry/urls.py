@@ -1,6 +1,7 @@
 from django.urls import path
 
 from telemetry import views
+from telemetry.release import views as release_views
 
 urlpatterns = [
     path("reports", views.reports, name="reports"),
@@ -9,7 +10,7 @@ urlpatterns = [
     path("ingest-keys", views.IngestKeysView.as_view(), name="ingest-keys"),
     path("ingest-keys/<int:key_id>", views.IngestKeyDetailView.as_view(), name="ingest-key-detail"),
     path("users", views.UsersView.as_view(), name="users"),
-    path("queries", views.QueriesView.as_view(), name="queries"),
-    path("releases", views.ReleasesView.as_view(), name="releases"),
-    path("releases/<uuid:release_id>/verify", views.ReleaseVerifyView.as_view(), name="release-verify"),
+    path("queries", release_views.QueriesView.as_view(), name="queries"),
+    path("releases", release_views.ReleasesView.as_view(), name="releases"),
+    path("releases/<uuid:release_id>/verify", release_views.ReleaseVerifyView.as_view(), name="release-verify"),
 ]

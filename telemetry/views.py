@@ -10,14 +10,12 @@ from rest_framework.authentication import TokenAuthentication
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from telemetry import queries, selectors, services
+from telemetry import selectors, services
 from deploy.api.auth import IsAdmin, IsAnalyst, IsIngestKey, api_key_from_header
 from telemetry.auth import IngestKeyAuthentication, ingest_keys
 from deploy.api.errors import ApiError, error_response
 from telemetry.ingestion import ingest_batch
-from accounting.accountants import from_micro
-from telemetry.audit import verify_release
-from telemetry.models import IngestKey, Release
+from telemetry.models import IngestKey
 
 
 def _json(data: dict, http_status: int = 200) -> HttpResponse:
@@ -130,40 +128,3 @@ class UsersView(APIView):
         user, token = services.create_user(username=data.get("username"), role=data.get("role"))
         return Response({"username": user.username, "role": data["role"], "token": token},
                         status=status.HTTP_201_CREATED)
-
-
-class QueriesView(APIView):
-    permission_classes = [IsAnalyst]
-
-    def post(self, request):
-        response = queries.dumps(queries.run_query(user=request.user, data=request.data))
-        return HttpResponse(response, content_type="application/json")
-
-
-def _release_json(release: Release) -> dict:
-    return {
-        "id": str(release.id),
-        "analyst": release.analyst.username,
-        "query": release.query,
-        "epsilon": str(from_micro(release.epsilon_micro)),
-        "sensitivity": release.sensitivity,
-        "noise_scale": release.noise_scale,
-        "watermark": release.watermark,
-        "created_at": release.created_at.isoformat(),
-        "ledger_entries": list(release.ledger_entries.values_list("id", flat=True)),
-    }
-
-
-class ReleasesView(APIView):
-    permission_classes = [IsAdmin]
-
-    def get(self, request):
-        releases = Release.objects.select_related("analyst").order_by("-created_at")[:200]
-        return Response({"releases": [_release_json(r) for r in releases]})
-
-
-class ReleaseVerifyView(APIView):
-    permission_classes = [IsAdmin]
-
-    def post(self, request, release_id):
-        return Response(verify_release(release_id))

@@ -1,135 +1,144 @@
 """Check-and-spend, atomically: the one ledger every privacy spend goes through.
 
-``reserve`` runs inside the caller's transaction, before the release is
-computed, and ``record`` in the same transaction, after. ``reserve`` locks and
-spends in two set-based statements: an upsert of the analyst's day row, then one
-upsert of all the partition rows in date order. Every spend takes its locks in
-that one order (the analyst's day row, then partition rows by date), so
-concurrent spends serialize without deadlocks and can never overshoot a budget.
+:func:`charge` takes a mechanism event (:mod:`accounting.events`), the spender
+who pays, the partitions whose lifetime caps it uses and the subject it pays
+for. It runs inside the caller's transaction, before the release is made
+public, and locks and spends in set-based statements: an upsert of the
+spender's day row, then one upsert of all partition rows in (scope, key) order.
+Every charge takes its locks in that one order, so concurrent charges serialize
+without deadlocks and never overshoot a budget. A refused charge is undone
+with a savepoint, so it changes nothing even if the caller's transaction goes on.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
+from django.conf import settings
 from django.db import connection, transaction
-from django.utils import timezone
 
-from accounting.accountants import DiscreteLaplaceEvent, from_micro, to_micro
-from accounting.models import BudgetPolicy, LedgerEntry, PartitionCap
-from accounting.selectors import EffectivePolicy, day_events, effective_policy, partition_cap_micro, resets_at, utc_today
+from accounting.accountants import PLDAccountant
+from accounting.events import MechanismEvent, event_to_json
+from accounting.models import LedgerEntry
+from accounting.selectors import day_events, partition_caps_micro, resets_at, utc_today
+from accounting.types import EffectivePolicy, Partition, Spender, Subject
 from deploy.api.errors import ApiError
-from deploy.api.parsing import finite_decimal, parse_epsilon_micro
+from privacy.epsilon import from_micro
+
+
+class PartitionCapReached(ApiError):
+    """Some partitions would pass their lifetime cap; ``partitions`` lists them in order."""
+
+    def __init__(self, partitions: list[Partition]) -> None:
+        super().__init__("partition_cap_reached", "Some partitions have reached their lifetime epsilon cap.",
+                         http_status=403)
+        self.partitions = partitions
 
 
 @dataclass(frozen=True)
 class Charge:
-    """A spend that passed its checks and holds its locks until the transaction ends."""
+    """A charge that passed its checks; its locks hold until the transaction ends."""
 
-    user: object
-    metric_id: int
-    data_days: tuple[date, ...]
-    epsilon_micro: int
+    entry: LedgerEntry
     budget_day: date
-    policy: EffectivePolicy
-    remaining_after: Decimal
+    policy: EffectivePolicy | None
+    remaining_after: Decimal | None  # of the daily budget; None without one
 
 
-def _days(start: date, end: date) -> tuple[date, ...]:
-    return tuple(start + timedelta(days=i) for i in range((end - start).days + 1))
+def _charged_micro(event: MechanismEvent, policy: EffectivePolicy | None) -> tuple[int, str, Decimal]:
+    """(ε charged to running totals, composition, δ) of one event under the spender's policy."""
+    if event.pure_epsilon_micro is not None:
+        return event.pure_epsilon_micro, policy.composition if policy else "pure", policy.delta if policy else Decimal(0)
+    if policy is not None and policy.composition == "pure":
+        raise ApiError("approximate_dp_required", f"A {event.kind} mechanism has no pure epsilon: its spender "
+                       "needs an approximate (epsilon, delta) budget policy.", http_status=409)
+    delta = policy.delta if policy else Decimal(settings.PRIVACY["APPROXIMATE_DELTA"])
+    return PLDAccountant(delta).spent_micro([event]), "approximate", delta
 
 
-def _spend_daily(user, day: date, epsilon_micro: int) -> int:
-    """Add ε to the analyst's running total for ``day`` (creating the row); the new total.
+def _spend_daily(spender_key: str, day: date, epsilon_micro: int) -> int:
+    """Add ε to the spender's running total for ``day`` (creating the row); the new total.
 
-    The upsert leaves the row locked until the transaction ends: the lock that serializes an analyst's spends.
+    The upsert leaves the row locked until the transaction ends: the lock that serializes a spender's charges.
     """
     with connection.cursor() as cursor:
         cursor.execute(
-            "INSERT INTO accounting_dailyspend (user_id, day, spent_micro) VALUES (%s, %s, %s)"
-            " ON CONFLICT (user_id, day) DO UPDATE"
+            "INSERT INTO accounting_dailyspend (spender, day, spent_micro) VALUES (%s, %s, %s)"
+            " ON CONFLICT (spender, day) DO UPDATE"
             " SET spent_micro = accounting_dailyspend.spent_micro + excluded.spent_micro RETURNING spent_micro",
-            [user.pk, day, epsilon_micro],
+            [spender_key, day, epsilon_micro],
         )
         return cursor.fetchone()[0]
 
 
-def _spend_partitions(metric_id: int, days: tuple[date, ...], epsilon_micro: int) -> list[tuple]:
-    """Add ε to the lifetime total of each data-day (creating rows); (day, new total) per day.
+def _spend_partitions(partitions: Sequence[Partition], epsilon_micro: int) -> list[tuple[str, str, int]]:
+    """Add ε to the lifetime total of each partition (creating rows); (scope, key, new total) each.
 
-    One upsert for all days: its rows are written, hence locked, in the order of the VALUES list,
-    which is date order.
+    One upsert for all: its rows are written, hence locked, in the order of the VALUES list.
     """
     with connection.cursor() as cursor:
         cursor.execute(
-            "INSERT INTO accounting_partitionspend (metric_id, data_day, spent_micro) VALUES "
-            + ", ".join(["(%s, %s, %s)"] * len(days))
-            + " ON CONFLICT (metric_id, data_day) DO UPDATE"
+            "INSERT INTO accounting_partitionspend (scope, key, spent_micro) VALUES "
+            + ", ".join(["(%s, %s, %s)"] * len(partitions))
+            + " ON CONFLICT (scope, key) DO UPDATE"
             " SET spent_micro = accounting_partitionspend.spent_micro + excluded.spent_micro"
-            " RETURNING data_day, spent_micro",
-            [value for day in days for value in (metric_id, day, epsilon_micro)],
+            " RETURNING scope, key, spent_micro",
+            [value for partition in partitions for value in (partition.scope, partition.key, epsilon_micro)],
         )
         return cursor.fetchall()
 
 
-def _iso(day) -> str:
-    return day if isinstance(day, str) else day.isoformat()  # SQLite returns dates of raw SQL as text
+def _check_daily(spender: Spender, day: date, event: MechanismEvent, charged_micro: int) -> Decimal | None:
+    """Spend on the spender's day and check the daily budget; the remaining budget after, or raise."""
+    total_after = _spend_daily(spender.key, day, charged_micro)
+    policy = spender.policy
+    if policy is None:
+        return None
+    if policy.composition == "pure":  # the locked running total is Σ ε_i
+        spent_before, spent_after = total_after - charged_micro, total_after
+    else:
+        accountant, events = policy.accountant(), day_events(spender.key, day)
+        spent_before, spent_after = accountant.spent_micro(events), accountant.spent_micro([*events, event])
+    if spent_after > policy.daily_epsilon_micro:
+        raise ApiError(
+            "budget_exhausted",
+            "This charge's epsilon exceeds the remaining daily privacy budget.",
+            http_status=429,
+            budget_remaining=float(from_micro(max(0, policy.daily_epsilon_micro - spent_before))),
+            resets_at=resets_at(day).isoformat(),
+        )
+    return from_micro(policy.daily_epsilon_micro - spent_after)
 
 
-def reserve(*, user, metric_id: int, data_start: date, data_end: date, epsilon_micro: int, now: datetime | None = None) -> Charge:
-    """Check and spend ε on the analyst's day and on every data-day of the window, or raise ApiError.
+def _check_partitions(partitions: Sequence[Partition], charged_micro: int) -> None:
+    if not partitions:
+        return
+    caps = partition_caps_micro(partition.scope for partition in partitions)
+    totals = _spend_partitions(partitions, charged_micro)
+    capped = sorted(Partition(scope, str(key)) for scope, key, spent in totals if spent > caps[scope])
+    if capped:
+        raise PartitionCapReached(capped)
 
-    The spend is written at once and undone with a savepoint if a check fails, so a refused
-    query changes nothing even if the caller's transaction goes on.
-    """
+
+def charge(*, spender: Spender, event: MechanismEvent, partitions: Sequence[Partition], subject: Subject,
+           now: datetime | None = None) -> Charge:
+    """Check and spend ``event`` on the spender's daily budget and on every partition's lifetime cap,
+    and write its ledger entry; or raise ApiError (``budget_exhausted``, ``partition_cap_reached``,
+    ``approximate_dp_required``) having changed nothing. Must run inside the caller's transaction."""
     if not transaction.get_connection().in_atomic_block:
-        raise RuntimeError("reserve() must run inside the release's transaction")
+        raise RuntimeError("charge() must run inside the transaction of what it pays for")
     budget_day = utc_today(now)
+    ordered = sorted(set(partitions))
+    charged_micro, composition, delta = _charged_micro(event, spender.policy)
     with transaction.atomic():
-        spent_after_sum = _spend_daily(user, budget_day, epsilon_micro)
-        policy = effective_policy(user)
-        budget = policy.daily_epsilon_micro
-        if policy.composition == "pure":  # the locked running total is Σ ε_i
-            spent_before, spent_after = spent_after_sum - epsilon_micro, spent_after_sum
-        else:
-            accountant, events = policy.accountant(), day_events(user, budget_day)
-            spent_before = accountant.spent_micro(events)
-            spent_after = accountant.spent_micro([*events, DiscreteLaplaceEvent(from_micro(epsilon_micro))])
-        if spent_after > budget:
-            raise ApiError(
-                "budget_exhausted",
-                "This query's epsilon exceeds your remaining daily privacy budget.",
-                http_status=429,
-                budget_remaining=str(from_micro(max(0, budget - spent_before))),
-                resets_at=resets_at(budget_day).isoformat(),
-            )
-        days = _days(data_start, data_end)
-        cap = partition_cap_micro(metric_id)
-        capped = sorted(_iso(day) for day, spent in _spend_partitions(metric_id, days, epsilon_micro) if spent > cap)
-        if capped:
-            raise ApiError(
-                "partition_cap_reached",
-                "Some data-days of this metric have reached their lifetime epsilon cap.",
-                http_status=403,
-                capped_days=capped,
-            )
-    return Charge(user, metric_id, days, epsilon_micro, budget_day, policy, from_micro(budget - spent_after))
-
-
-def record(charge: Charge, release) -> LedgerEntry:
-    """Write the ledger row of a reserved spend (whose totals reserve() already added); same transaction."""
-    return LedgerEntry.objects.create(
-        user=charge.user,
-        budget_day=charge.budget_day,
-        metric_id=charge.metric_id,
-        data_start=charge.data_days[0],
-        data_end=charge.data_days[-1],
-        epsilon_micro=charge.epsilon_micro,
-        composition=charge.policy.composition,
-        delta=charge.policy.delta,
-        release=release,
-    )
+        remaining_after = _check_daily(spender, budget_day, event, charged_micro)
+        _check_partitions(ordered, charged_micro)
+        entry = LedgerEntry.objects.create(
+            spender=spender.key, budget_day=budget_day, event=event_to_json(event), epsilon_micro=charged_micro,
+            composition=composition, delta=delta, partitions=[[p.scope, p.key] for p in ordered],
+            subject_kind=subject.kind, subject_id=subject.id,
+        )
+    return Charge(entry, budget_day, spender.policy, remaining_after)

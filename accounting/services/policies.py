@@ -53,9 +53,9 @@ def set_group_budget(*, name: str, data: dict) -> BudgetPolicy:
 
 
 @transaction.atomic
-def set_partition_cap(*, metric_id: int, data: dict) -> PartitionCap:
+def set_partition_cap(*, scope: str, data: dict) -> PartitionCap:
     cap_micro = parse_epsilon_micro(data.get("lifetime_epsilon"), "lifetime_epsilon")
     cap, _ = PartitionCap.objects.update_or_create(
-        metric_id=metric_id, defaults={"lifetime_epsilon_micro": cap_micro, "updated_at": timezone.now()}
+        scope=scope, defaults={"lifetime_epsilon_micro": cap_micro, "updated_at": timezone.now()}
     )
     return cap

@@ -10,16 +10,9 @@ import dp_accounting
 import pytest
 from dp_accounting.pld import pld_privacy_accountant
 
-from accounting.accountants import (
-    MICRO_PER_EPSILON,
-    DiscreteLaplaceEvent,
-    PLDAccountant,
-    PureDPAccountant,
-    from_micro,
-    max_queries,
-    pld_epsilon,
-    to_micro,
-)
+from accounting.accountants import PLDAccountant, PureDPAccountant, max_queries, pld_epsilon
+from accounting.events import DiscreteLaplaceEvent
+from privacy.epsilon import MICRO_PER_EPSILON, from_micro, to_micro
 
 DELTA = 1e-6
 

@@ -117,7 +117,7 @@ def ensure_analyst(username: str = "bench_analyst", metric_id: int | None = None
         token = Token.objects.get(user=user).key
     set_analyst_budget(username=username, data={"daily_epsilon": "1000000"})
     if metric_id is not None:
-        set_partition_cap(metric_id=metric_id, data={"lifetime_epsilon": "1000000"})
+        set_partition_cap(scope=f"metric:{metric_id}", data={"lifetime_epsilon": "1000000"})
     return user, token
 
 

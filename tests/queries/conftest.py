@@ -72,7 +72,7 @@ class Toolbox:
     def set_cap(metric, lifetime_epsilon):
         from accounting.services.policies import set_partition_cap
 
-        return set_partition_cap(metric_id=metric.id, data={"lifetime_epsilon": str(lifetime_epsilon)})
+        return set_partition_cap(scope=f"metric:{metric.id}", data={"lifetime_epsilon": str(lifetime_epsilon)})
 
     # --- metrics and data ---------------------------------------------------------
     @staticmethod
@@ -122,25 +122,32 @@ class Toolbox:
     @staticmethod
     def run(user, body: dict) -> dict:
         """The query service called directly (no HTTP), as a client would parse its JSON."""
-        from telemetry.queries import dumps, run_query
+        from telemetry.release.request import parse_query_request
+        from telemetry.release.responses import dumps
+        from telemetry.release.service import run_query
 
-        return orjson.loads(dumps(run_query(user=user, data=body)))
+        return orjson.loads(dumps(run_query(user=user, request=parse_query_request(body))))
 
     @staticmethod
     def noisy(release) -> np.ndarray:
         """The release's stored noisy counts, flat, in grid order."""
-        from telemetry.queries import unpack_counts
+        from telemetry.release.codec import unpack_counts
 
         blob = bytes(release.noisy_counts)
         return unpack_counts(blob, (len(blob) - 1) // blob[0])
 
     @staticmethod
-    def ledger_micro(**filters) -> int:
-        from django.db.models import Sum
-
+    def ledger_micro(user=None, metric=None, **filters) -> int:
+        """ε charged in the ledger, in µε: of one analyst, on one metric's partitions, or by other filters."""
         from accounting.models import LedgerEntry
 
-        return LedgerEntry.objects.filter(**filters).aggregate(s=Sum("epsilon_micro"))["s"] or 0
+        if user is not None:
+            filters["spender"] = f"user:{user.pk}"
+        entries = LedgerEntry.objects.filter(**filters)
+        if metric is not None:
+            scope = f"metric:{metric.pk}"
+            entries = [e for e in entries if any(s == scope for s, _ in e.partitions)]
+        return sum(entry.epsilon_micro for entry in entries)
 
     @staticmethod
     def counts() -> tuple[int, int, int]:

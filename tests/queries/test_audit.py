@@ -11,14 +11,14 @@ import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command, get_commands
 from django.db import DatabaseError, connection, transaction
-from django.db.models import ProtectedError
 
 from accounting.models import LedgerEntry
 from privacy import central
 from privacy.drbg import DRBG
 from privacy.sealing import parse_key, unseal
 from telemetry.models import Release, Report
-from telemetry.queries import pack_counts, released_digest
+from telemetry.release.codec import pack_counts
+from telemetry.release.released import released_digest
 from telemetry.rollup import advance_rollup
 
 pytestmark = pytest.mark.django_db
@@ -187,11 +187,13 @@ def test_releases_list_shows_the_audit_record(q, analyst, admin, color):
     listed = q.client(admin[1]).get("/api/v1/releases").json()["releases"]
     assert len(listed) == 1
     row = listed[0]
-    assert row["id"] == str(release.id) and row["analyst"] == "ana" and row["epsilon"] == "0.5"
+    assert row["id"] == str(release.id) and row["analyst"] == "ana" and row["epsilon"] == 0.5
     assert row["query"] == release.query and row["watermark"] == release.watermark
     entry = LedgerEntry.objects.get()
     assert row["ledger_entries"] == [entry.id]
-    assert (entry.user_id, entry.epsilon_micro, entry.release_id) == (user.id, 500_000, release.id)
+    assert (entry.spender, entry.epsilon_micro, entry.subject_kind, entry.subject_id) == (
+        f"user:{user.id}", 500_000, "release", str(release.id))
+    assert entry.event == {"kind": "discrete_laplace", "epsilon": "0.5", "sensitivity": release.sensitivity}
     assert "sealed_seed" not in row and "noisy_counts" not in row and "seed" not in row
 
 
@@ -236,8 +238,8 @@ def test_ledger_entries_cannot_be_changed_or_deleted_through_the_orm_or_sql(q, a
         cursor.execute("UPDATE accounting_ledgerentry SET epsilon_micro = 1 WHERE id = %s", [entry.pk])
     with pytest.raises(DatabaseError), transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("DELETE FROM accounting_ledgerentry WHERE id = %s", [entry.pk])
-    with pytest.raises(ProtectedError), transaction.atomic():
-        Release.objects.get().delete()  # the release it points at is protected too
+    with pytest.raises(PermissionError), transaction.atomic():
+        Release.objects.get().delete()  # the release it paid for is kept too
 
     entry.refresh_from_db()
     assert entry.epsilon_micro == 500_000 and LedgerEntry.objects.count() == 1

@@ -43,7 +43,7 @@ def test_ten_queries_at_one_spend_exactly_ten_and_the_eleventh_is_refused(q, ana
     before = q.counts()
     refused = q.post(client, q.body(color, q.day(-20), epsilon="0.000001"))
     assert refused.status_code == 429 and refused.json()["code"] == "budget_exhausted"
-    assert refused.json()["budget_remaining"] == "0"
+    assert refused.json()["budget_remaining"] == 0
     assert q.counts() == before
 
 
@@ -126,7 +126,7 @@ def test_lifetime_cap_holds_across_days_and_analysts_per_metric_and_data_day(q, 
         both = q.post(bob_client, q.body(color, d0, d1, epsilon="0.5", group_by=["day"]))
         assert both.status_code == 403 and both.json()["capped_days"] == ["2024-05-08"]
         assert q.counts() == before
-        assert PartitionSpend.objects.filter(metric=color, data_day=d0, spent_micro__gt=0).count() == 0
+        assert PartitionSpend.objects.filter(scope=f"metric:{color.pk}", key=d0.isoformat(), spent_micro__gt=0).count() == 0
         assert bob_client.get("/api/v1/budgets/me").json()["spent_today"] == "0"
         # the uncapped day alone is fine, and so is the same day of another metric
         assert q.post(bob_client, q.body(color, d0, epsilon=2)).status_code == 200
@@ -137,41 +137,46 @@ def test_lifetime_cap_holds_across_days_and_analysts_per_metric_and_data_day(q, 
         assert {"day": "2024-05-07", "spent": "2"} in usage["days"]
     # the ledger per (metric, data-day) never exceeds the cap
     for day in (d0, d1):
-        spent = sum(e.epsilon_micro for e in LedgerEntry.objects.filter(metric=color)
-                    if e.data_start <= day <= e.data_end)
+        spent = sum(e.epsilon_micro for e in LedgerEntry.objects.all()
+                    if [f"metric:{color.pk}", day.isoformat()] in e.partitions)
         assert spent == 2_000_000
 
 
 @pytest.mark.parametrize("refusal", ["budget_exhausted", "partition_cap_reached"])
-def test_a_refused_reserve_undoes_its_spend_even_if_the_transaction_goes_on(q, analyst, color, refusal):
-    """reserve() writes the spend before checking it (one upsert each); a refusal rolls back to its savepoint."""
+def test_a_refused_charge_undoes_its_spend_even_if_the_transaction_goes_on(q, analyst, color, refusal):
+    """charge() writes the spend before checking it (one upsert each); a refusal rolls back to its savepoint."""
     from django.db import transaction
 
+    from accounting.events import DiscreteLaplaceEvent
     from accounting.models import DailySpend
-    from accounting.services.ledger import reserve
+    from accounting.selectors import user_spender
+    from accounting.services.ledger import PartitionCapReached, charge
+    from accounting.types import Partition, Subject
     from deploy.api.errors import ApiError
 
     user, _ = analyst
     q.set_budget(user, "1")
     q.set_cap(color, "1")
     d0, d1 = q.day(-3), q.day(-2)
-    spend = {"user": user, "metric_id": color.id, "data_start": d0, "data_end": d1}
+    partitions = [Partition(f"metric:{color.pk}", d1.isoformat()), Partition(f"metric:{color.pk}", d0.isoformat())]
+    spend = {"spender": user_spender(user), "partitions": partitions, "subject": Subject("release", "r1")}
     with transaction.atomic():
-        reserve(**spend, epsilon_micro=600_000)
+        charge(**spend, event=DiscreteLaplaceEvent("0.6"))
     if refusal == "partition_cap_reached":  # another analyst, with budget to spare, hits the partitions' cap
-        spend["user"] = q.user("bob")[0]
-    before = (list(DailySpend.objects.order_by("id").values_list("user_id", "spent_micro")),
-              sorted(PartitionSpend.objects.values_list("data_day", "spent_micro")))
+        spend["spender"] = user_spender(q.user("bob")[0])
+    before = (list(DailySpend.objects.order_by("id").values_list("spender", "spent_micro")),
+              sorted(PartitionSpend.objects.values_list("key", "spent_micro")), LedgerEntry.objects.count())
     with transaction.atomic():
         with pytest.raises(ApiError) as refused:
-            reserve(**spend, epsilon_micro=500_000)
+            charge(**spend, event=DiscreteLaplaceEvent("0.5"))
         assert refused.value.code == refusal
-        after = (list(DailySpend.objects.order_by("id").values_list("user_id", "spent_micro")),
-                 sorted(PartitionSpend.objects.values_list("data_day", "spent_micro")))
+        after = (list(DailySpend.objects.order_by("id").values_list("spender", "spent_micro")),
+                 sorted(PartitionSpend.objects.values_list("key", "spent_micro")), LedgerEntry.objects.count())
     assert after == before
-    assert before[1] == [(d0, 600_000), (d1, 600_000)]
+    assert before[1] == [(d0.isoformat(), 600_000), (d1.isoformat(), 600_000)]
     if refusal == "partition_cap_reached":
-        assert refused.value.extra["capped_days"] == [d0.isoformat(), d1.isoformat()]
+        assert isinstance(refused.value, PartitionCapReached)
+        assert refused.value.partitions == sorted(partitions)
 
 
 def test_default_lifetime_cap_applies_without_a_partition_cap(q, analyst, color, settings):
@@ -291,7 +296,7 @@ def test_pld_mode_admits_more_queries_than_pure_and_matches_dp_accounting(q, ana
     assert admitted == accountant.max_queries("0.1", "2")
     assert admitted == _dp_accounting_count(0.1, 2.0, 1e-6)
     assert remaining == sorted(remaining, reverse=True) and min(remaining) >= 0
-    assert set(LedgerEntry.objects.filter(user=user).values_list("composition", "delta")) == {
+    assert set(LedgerEntry.objects.filter(spender=f"user:{user.pk}").values_list("composition", "delta")) == {
         ("approximate", Decimal("0.000001"))}
     me = client.get("/api/v1/budgets/me").json()
     assert me["composition"] == "approximate"

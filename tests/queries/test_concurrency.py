@@ -56,8 +56,8 @@ def test_parallel_queries_never_overshoot_a_daily_budget(q, analyst, color):
     tally = Counter(results)
     assert tally == {(200, None): 10, (429, "budget_exhausted"): THREADS - 10}, tally
     assert q.ledger_micro(user=user) == 5_000_000
-    assert LedgerEntry.objects.filter(user=user).count() == Release.objects.count() == 10
-    assert DailySpend.objects.get(user=user).spent_micro == 5_000_000
+    assert LedgerEntry.objects.filter(spender=f"user:{user.pk}").count() == Release.objects.count() == 10
+    assert DailySpend.objects.get(spender=f"user:{user.pk}").spent_micro == 5_000_000
 
 
 def test_parallel_queries_of_many_analysts_never_overshoot_a_partition_cap(q, color):
@@ -70,7 +70,7 @@ def test_parallel_queries_of_many_analysts_never_overshoot_a_partition_cap(q, co
     tally = Counter(results)
     assert tally == {(200, None): 6, (403, "partition_cap_reached"): THREADS - 6}, tally
     assert q.ledger_micro(metric=color) == 3_000_000
-    assert sorted(PartitionSpend.objects.filter(metric=color).values_list("spent_micro", flat=True)) == [
+    assert sorted(PartitionSpend.objects.filter(scope=f"metric:{color.pk}").values_list("spent_micro", flat=True)) == [
         3_000_000, 3_000_000]
     assert sum(DailySpend.objects.values_list("spent_micro", flat=True)) == 3_000_000
 
@@ -83,7 +83,7 @@ def test_parallel_queries_under_pld_composition_admit_exactly_the_accountants_co
     jobs = [(token, q.body(color, q.day(-1), epsilon="0.1", fresh=True)) for _ in range(THREADS)]
     tally = Counter(_race(q, jobs))
     assert tally == {(200, None): expected, (429, "budget_exhausted"): THREADS - expected}, tally
-    assert LedgerEntry.objects.filter(user=user).count() == expected
+    assert LedgerEntry.objects.filter(spender=f"user:{user.pk}").count() == expected
 
 
 def test_parallel_identical_queries_all_succeed_and_stay_within_budget(q, analyst, color):
@@ -95,6 +95,6 @@ def test_parallel_identical_queries_all_succeed_and_stay_within_budget(q, analys
     tally = Counter(_race(q, jobs))
     assert tally[(200, None)] >= 1
     assert set(tally) <= {(200, None), (429, "budget_exhausted")}, tally
-    paid = LedgerEntry.objects.filter(user=user).count()
+    paid = LedgerEntry.objects.filter(spender=f"user:{user.pk}").count()
     assert paid == Release.objects.count() <= 3
     assert q.ledger_micro(user=user) == paid * 1_000_000 <= 3_000_000

@@ -22,7 +22,8 @@ from privacy.noise import discrete_laplace_variance
 from accounting.models import LedgerEntry
 from telemetry.catalog import catalog
 from telemetry.models import Release
-from telemetry.queries import _create_release, parse_query
+from telemetry.release.request import parse_query_request
+from telemetry.release.service import _paid_answer
 from telemetry.rollup import advance_rollup
 
 pytestmark = pytest.mark.slow
@@ -80,10 +81,10 @@ def test_released_noisy_counts_have_discrete_laplace_variance_2_delta_over_eps_s
 
     def work(i, user, body):
         try:
-            query, spec, presentation, fresh = parse_query(body)
-            assert fresh
+            request = parse_query_request(body)
+            assert request.fresh
             for _ in range(per_worker):
-                ids[i].append(str(_create_release(user, spec, query, presentation, fresh=True)[0].id))
+                ids[i].append(str(_paid_answer(user, request)[0].id))
         except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(repr(exc))
         finally:

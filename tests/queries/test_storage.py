@@ -15,14 +15,9 @@ from telemetry import selectors
 from telemetry.catalog import catalog
 from accounting.models import LedgerEntry
 from telemetry.models import Release
-from telemetry.queries import (
-    DIGEST_LAYOUT,
-    ReleasedData,
-    _insert,
-    pack_counts,
-    released_digest,
-    unpack_counts,
-)
+from deploy.api.db import insert_binary as _insert
+from telemetry.release.codec import pack_counts, unpack_counts
+from telemetry.release.released import DIGEST_LAYOUT, ReleasedData, released_digest
 from telemetry.rollup import advance_rollup
 
 pytestmark = pytest.mark.django_db

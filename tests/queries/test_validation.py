@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from accounting.models import LedgerEntry
+
 pytestmark = pytest.mark.django_db
 
 
@@ -33,9 +35,10 @@ def _bad_bodies(q):
         ("unknown metric", {**good, "metric": "nope"}, "unknown_metric"),
         ("metric missing", {k: v for k, v in good.items() if k != "metric"}, "unknown_metric"),
         ("metric not a string", {**good, "metric": 7}, "unknown_metric"),
-        ("unknown version", {**good, "version": 9}, "unknown_metric"),
-        ("version bool", {**good, "version": True}, "unknown_metric"),
-        ("version zero", {**good, "version": 0}, "unknown_metric"),
+        ("unknown version", {**good, "version": 9}, "unknown_metric_version"),
+        ("version as a string", {**good, "version": "1"}, "invalid_version"),
+        ("version bool", {**good, "version": True}, "invalid_version"),
+        ("version zero", {**good, "version": 0}, "invalid_version"),
         # epsilon
         ("epsilon zero", {**good, "epsilon": 0}, "invalid_epsilon"),
         ("epsilon zero string", {**good, "epsilon": "0"}, "invalid_epsilon"),
@@ -142,7 +145,7 @@ def test_epsilon_over_remaining_budget_is_429_with_reset_time_and_charges_nothin
     assert body["message"]
     tomorrow = q.day(1).isoformat()
     assert body["resets_at"] == f"{tomorrow}T00:00:00+00:00"
-    assert body["budget_remaining"] == "0.5"
+    assert body["budget_remaining"] == 0.5
     assert q.counts() == before
     # and the remaining 0.5 is still spendable
     assert q.post(client, q.body(color, q.day(-2), epsilon="0.5")).status_code == 200
@@ -180,7 +183,7 @@ def test_response_shape(q, analyst, color):
     assert body["release"]["id"] == str(release.id)
     assert body["release"]["data_as_of_report_id"] == release.watermark > 0
     assert body["release"]["query"] == {"metric": "color", "version": 1, "start": q.day(-2).isoformat(),
-                                        "end": q.day(-1).isoformat(), "group_by": ["day"], "epsilon": "0.5"}
+                                        "end": q.day(-1).isoformat(), "group_by": ["day"], "epsilon": 0.5}
     data = body["data"]
     assert [cell["day"] for cell in data] == [q.day(-2).isoformat(), q.day(-1).isoformat()]  # zero-days included
     for cell in data:
@@ -192,8 +195,8 @@ def test_response_shape(q, analyst, color):
             assert 0 <= low <= high
         assert sum(cell["counts"]) == cell["reports"]
     # the release is recorded with its ledger row before it is returned
-    assert release.ledger_entries.count() == 1
-    assert release.ledger_entries.get().epsilon_micro == 500_000
+    (entry,) = LedgerEntry.objects.filter(subject_kind="release", subject_id=str(release.id))
+    assert entry.epsilon_micro == 500_000
 
 
 def test_the_canonical_query_ignores_field_order_and_defaults(q, analyst, color):

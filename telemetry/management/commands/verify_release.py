@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from telemetry.audit import verify_release
+from telemetry.release.audit import verify_release
 from deploy.api.errors import ApiError
 
 

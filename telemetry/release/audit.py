@@ -8,7 +8,6 @@ raw + noise and that the released values follow from the noisy counts.
 
 from __future__ import annotations
 
-from datetime import date
 from fractions import Fraction
 
 import numpy as np
@@ -22,7 +21,11 @@ from telemetry import selectors
 from telemetry.catalog import catalog
 from deploy.api.errors import ApiError
 from telemetry.models import Release
-from telemetry.queries import CanonicalQuery, Presentation, build_grid, grid_axes, render, unpack_counts
+from privacy.epsilon import from_micro
+from telemetry.release.codec import unpack_counts
+from telemetry.release.grid import build_grid, grid_axes
+from telemetry.release.postprocess import released_data
+from telemetry.release.request import Presentation, query_of_release
 
 
 def _release(release_id) -> Release:
@@ -38,9 +41,7 @@ def _release(release_id) -> Release:
 def verify_release(release_id) -> dict:
     release = _release(release_id)
     spec = catalog.by_id(release.metric_id)
-    q = release.query
-    query = CanonicalQuery(spec.name, spec.version, date.fromisoformat(q["start"]), date.fromisoformat(q["end"]),
-                           tuple(q["group_by"]), release.epsilon_micro)
+    query = query_of_release(release, spec)
     regions = tuple(release.regions)
     try:
         seed = unseal(parse_key(settings.AUDIT_KEY), bytes(release.sealed_seed), release.id.bytes)
@@ -57,7 +58,7 @@ def verify_release(release_id) -> dict:
                        f"({error}): they were altered or written in another format.", http_status=409)
     matches = noisy == raw + noise
     # Post-processing is deterministic: the stored noisy counts must re-render to exactly what was released.
-    rerendered = render(release, spec, Presentation(release.confidence, release.simultaneous))
+    rerendered = released_data(release, spec, Presentation(release.confidence, release.simultaneous))
     days, region_list = grid_axes(query, regions)
     columns = list(spec.domain) + (["n"] if central.counts_n_separately(spec.oracle) else [])
     cells = [
@@ -77,7 +78,7 @@ def verify_release(release_id) -> dict:
         "watermark": release.watermark,
         "noise_scale": release.noise_scale,
         "sensitivity": release.sensitivity,
-        "epsilon": str(Fraction(release.epsilon_micro, 1_000_000)),
+        "epsilon": float(from_micro(release.epsilon_micro)),
         "cells_checked": int(matches.shape[0]),
         "noise_verified": bool(matches.all()),
         "postprocessing_verified": rerendered.digest() == release.released_digest,

@@ -1,0 +1,106 @@
+"""Answering a query: the released-answer cache (free), else a new release paid in the ledger.
+
+One transaction: charge the query's mechanism event -> raw counts on the data-independent
+grid -> exact discrete Laplace from a fresh DRBG seed at the event's scale -> Release row
+with the sealed seed and the ledger entry. Then post-processing of the noisy counts only.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import transaction
+
+from accounting.selectors import budget_status, charges_for, resets_at, user_spender
+from accounting.services import ledger
+from accounting.types import Partition, Subject
+from deploy.api.db import advisory_xact_lock, insert_binary
+from deploy.api.errors import ApiError
+from privacy import central
+from privacy.drbg import DRBG, new_seed
+from privacy.sealing import parse_key, seal
+from telemetry import selectors
+from telemetry.catalog import partition_scope
+from telemetry.models import Release, RollupWatermark
+from telemetry.regions import region_axis
+from telemetry.release.codec import pack_counts
+from telemetry.release.grid import build_grid
+from telemetry.release.postprocess import released_data
+from telemetry.release.request import CanonicalQuery, QueryRequest
+from telemetry.release.responses import privacy_json, query_response
+from telemetry.rollup import ROLLUP_LOCK, advance_rollup
+
+
+def _lock_query(query: CanonicalQuery) -> None:
+    """Identical non-fresh queries wait for each other, so only the first one pays."""
+    advisory_xact_lock(int(query.key[:15], 16))
+
+
+def _charge(user, request: QueryRequest, release_id: uuid.UUID) -> ledger.Charge:
+    query, spec = request.query, request.spec
+    partitions = [Partition(partition_scope(spec.id), day.isoformat()) for day in query.days()]
+    try:
+        return ledger.charge(spender=user_spender(user), event=query.mechanism(spec), partitions=partitions,
+                             subject=Subject("release", str(release_id)))
+    except ledger.PartitionCapReached as refused:
+        raise ApiError("partition_cap_reached", "Some data-days of this metric have reached their lifetime "
+                       "epsilon cap.", http_status=403, capped_days=[p.key for p in refused.partitions])
+
+
+def _new_release(user, request: QueryRequest) -> tuple[Release, ledger.Charge]:
+    """Charge, count, noise and store a release; inside the caller's transaction."""
+    query, spec = request.query, request.spec
+    release_id = uuid.uuid4()
+    paid = _charge(user, request, release_id)
+    event = query.mechanism(spec)
+    advisory_xact_lock(ROLLUP_LOCK, shared=True)  # the roll-up cannot move between its watermark and its counts
+    watermark = RollupWatermark.objects.filter(pk=1).values_list("report_id", flat=True).first() or 0
+    regions = region_axis()
+    raw = build_grid(spec, query, regions, selectors.observed_rows(spec, query.start, query.end))
+    seed = new_seed()
+    noisy, _ = central.add_noise(raw, event.scale, DRBG(seed))
+    release = Release(
+        id=release_id, analyst=user, metric_id=spec.id, query=query.as_json(), query_key=query.key,
+        epsilon_micro=query.epsilon_micro, sensitivity=event.sensitivity, noise_scale=str(event.scale),
+        regions=list(regions), watermark=watermark, noisy_counts=pack_counts(noisy),
+        confidence=request.presentation.confidence, simultaneous=request.presentation.simultaneous,
+        sealed_seed=seal(parse_key(settings.AUDIT_KEY), seed, release_id.bytes),
+    )
+    return release, paid
+
+
+def _paid_answer(user, request: QueryRequest) -> tuple[Release, dict | None]:
+    """(release, data and privacy) of a new paid release, or (release, None) for the one an
+    identical concurrent query just made (then answered as cached)."""
+    with transaction.atomic():
+        if not request.fresh:
+            _lock_query(request.query)
+            if (released := selectors.latest_release(request.query.key)) is not None:
+                return released, None
+        release, paid = _new_release(user, request)
+        data = released_data(release, request.spec, request.presentation)
+        release.released_digest = data.digest()
+        insert_binary(release)
+    privacy = privacy_json(release, paid.remaining_after, resets_at(paid.budget_day), paid.entry.delta, cached=False)
+    return release, {"data": data.cells(), "privacy": privacy}
+
+
+def _cached_answer(user, release: Release, request: QueryRequest) -> dict:
+    status = budget_status(user)
+    entries = charges_for("release", [str(release.id)]).get(str(release.id), [])
+    privacy = privacy_json(release, status["remaining"], status["resets_at"], entries[0].delta if entries else 0,
+                           cached=True)
+    return {"data": released_data(release, request.spec, request.presentation).cells(), "privacy": privacy}
+
+
+def run_query(*, user, request: QueryRequest) -> dict:
+    """The answer to a parsed query: cached if this query was released before (free), else paid."""
+    release = None if request.fresh else selectors.latest_release(request.query.key)
+    answer = None
+    if release is None:
+        advance_rollup()
+        release, answer = _paid_answer(user, request)
+    if answer is None:
+        answer = _cached_answer(user, release, request)
+    return query_response(release, request.spec, answer)
