@@ -20,6 +20,7 @@ import numpy as np
 
 from privacy.csprng import RandomSource
 from privacy.ldp import FrequencyOracle, confidence_intervals
+from privacy.ldp.postprocess import norm_sub_rows
 from privacy.epsilon import MICRO_PER_EPSILON
 from privacy.noise import discrete_laplace_array, discrete_laplace_variance
 
@@ -69,9 +70,8 @@ def _noisy_n(oracle: FrequencyOracle, noisy: np.ndarray) -> np.ndarray:
 
 
 def debias(oracle: FrequencyOracle, noisy: np.ndarray) -> np.ndarray:
-    # Wang et al., USENIX Security 2017, Thm. 2: c~(v) = (C(v) - n q) / (p - q), applied to noisy C and n.
-    n = _noisy_n(oracle, noisy).astype(np.float64)
-    return (noisy[:, : oracle.k] - n[:, None] * oracle.q) / (oracle.p - oracle.q)
+    """Unbiased counts of every cell from its noisy support counts and noisy n."""
+    return oracle.estimate(noisy[:, : oracle.k], _noisy_n(oracle, noisy))
 
 
 def central_variance(oracle: FrequencyOracle, scale: Fraction) -> float:
@@ -87,26 +87,6 @@ def central_variance(oracle: FrequencyOracle, scale: Fraction) -> float:
     return sigma2 * ((1 - q) ** 2 + (k - 1) * q * q) / (p - q) ** 2
 
 
-def norm_sub_rows(estimates: np.ndarray, totals: np.ndarray) -> np.ndarray:
-    """Norm-Sub of every row at once: rows non-negative, row i summing to totals[i].
-
-    Wang, Lopuhaä-Zwakenberg, Li, Škorić, Li, NDSS 2020, Sec. IV (Norm-Sub):
-    find δ with sum_v max(est_v + δ, 0) = n; as :func:`privacy.ldp.norm_sub`, per row.
-    """
-    ranked = np.sort(estimates, axis=1)[:, ::-1]
-    width = estimates.shape[1]
-    deltas = np.cumsum(ranked, axis=1)  # then, in place: (n - top-j sum) / j
-    np.subtract(totals[:, None], deltas, out=deltas)
-    deltas /= np.arange(1, width + 1)
-    positive = ranked + deltas > 0
-    kept = width - 1 - np.argmax(positive[:, ::-1], axis=1)  # last index still positive
-    shift = deltas[np.arange(len(totals)), kept]
-    result = estimates + shift[:, None]
-    np.maximum(result, 0.0, out=result)
-    result[totals <= 0] = 0.0
-    return result
-
-
 def round_rows_preserving_sums(values: np.ndarray, totals: np.ndarray) -> np.ndarray:
     """Largest-remainder rounding of non-negative rows to integers summing to ``totals``."""
     floors = np.floor(values).astype(np.int64)
@@ -116,20 +96,13 @@ def round_rows_preserving_sums(values: np.ndarray, totals: np.ndarray) -> np.nda
     return floors + (ranks < short[:, None])
 
 
-def ldp_variance_rows(oracle: FrequencyOracle, totals: np.ndarray, estimates: np.ndarray) -> np.ndarray:
-    p, q = oracle.p, oracle.q
-    # Wang et al. 2017, Thm. 2: Var = n q(1-q)/(p-q)^2 + c_v (1-p-q)/(p-q), estimates clipped to [0, n].
-    held = np.clip(estimates, 0, totals[:, None])
-    return (totals * q * (1 - q) / (p - q) ** 2)[:, None] + held * (1 - p - q) / (p - q)
-
-
 def post_process(oracle: FrequencyOracle, noisy: np.ndarray, scale: Fraction) -> PostProcessed:
     """Debias -> Norm-Sub -> round, on every cell at once (all post-processing)."""
     unbiased = debias(oracle, noisy)
     reports = np.maximum(np.rint(_noisy_n(oracle, noisy)), 0).astype(np.int64)
     consistent = norm_sub_rows(unbiased, reports.astype(np.float64))
     counts = round_rows_preserving_sums(consistent, reports)
-    variance = ldp_variance_rows(oracle, reports.astype(np.float64), unbiased) + central_variance(oracle, scale)
+    variance = oracle.variance(reports, unbiased) + central_variance(oracle, scale)
     return PostProcessed(reports, counts, unbiased, variance)
 
 

@@ -165,16 +165,26 @@ class FrequencyOracle(ABC):
     def support_counts(self, reports: np.ndarray) -> np.ndarray:
         """How many reports support each value: int64 array of shape (k,)."""
 
-    def estimate(self, support_counts: np.ndarray, n: int) -> np.ndarray:
-        """Unbiased count estimates from support counts of ``n`` reports."""
-        counts = np.asarray(support_counts, dtype=np.float64)
-        if counts.shape != (self.k,) or n < 0:
-            raise ValueError(f"support_counts must have shape ({self.k},) and n must be >= 0")
-        # Wang et al. 2017, Sec. 3 (Thm. 2): c~(v) = (C(v) - n q) / (p - q).
-        return (counts - n * self.q) / (self.p - self.q)
+    def _rows(self, values, name: str) -> np.ndarray:
+        array = np.asarray(values, dtype=np.float64)
+        if array.ndim == 0 or array.shape[-1] != self.k:
+            raise ValueError(f"{name} must have shape (..., {self.k})")
+        return array
 
-    def variance(self, n: int, counts: np.ndarray | None = None) -> np.ndarray:
-        """Exact variance of each count estimate.
+    def estimate(self, support_counts: np.ndarray, n) -> np.ndarray:
+        """Unbiased count estimates from the support counts of ``n`` reports.
+
+        Broadcasts: ``support_counts`` of shape (..., k) with ``n`` a number or of shape (...,),
+        one release per row (the central-DP grid debiases every cell at once). Noisy counts
+        and totals, even negative ones, debias the same way.
+        """
+        counts = self._rows(support_counts, "support_counts")
+        totals = np.asarray(n, dtype=np.float64)
+        # Wang et al. 2017, Sec. 3 (Thm. 2): c~(v) = (C(v) - n q) / (p - q).
+        return (counts - totals[..., None] * self.q) / (self.p - self.q)
+
+    def variance(self, n, counts: np.ndarray | None = None) -> np.ndarray:
+        """Exact variance of each count estimate, broadcasting as :meth:`estimate`.
 
         With ``counts`` (true or estimated counts of each value; estimates are
         clipped to [0, n]) this is the exact variance; without them the
@@ -182,11 +192,10 @@ class FrequencyOracle(ABC):
         frequencies are small and is what protocol selection compares.
         """
         p, q = self.p, self.q
+        totals = np.asarray(n, dtype=np.float64)[..., None]
         # Wang et al. 2017, Sec. 3 (Thm. 2): Var = n q(1-q)/(p-q)^2 + c_v (1-p-q)/(p-q).
-        base = n * q * (1 - q) / (p - q) ** 2
+        base = totals * q * (1 - q) / (p - q) ** 2
         if counts is None:
-            return np.full(self.k, base)
-        held = np.clip(np.asarray(counts, dtype=np.float64), 0, n)
-        if held.shape != (self.k,):
-            raise ValueError(f"counts must have shape ({self.k},)")
+            return np.broadcast_to(base, (*base.shape[:-1], self.k)).copy()
+        held = np.clip(self._rows(counts, "counts"), 0, totals)
         return base + held * (1 - p - q) / (p - q)

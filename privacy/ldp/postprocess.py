@@ -11,8 +11,8 @@ from statistics import NormalDist
 import numpy as np
 
 
-def norm_sub(estimates: np.ndarray, n: float) -> np.ndarray:
-    """Norm-Sub: non-negative counts that sum to ``n``.
+def norm_sub_rows(estimates: np.ndarray, totals: np.ndarray) -> np.ndarray:
+    """Norm-Sub of every row at once: rows non-negative, row i summing to totals[i] (0 where totals[i] <= 0).
 
     Wang, Lopuhaa-Zwakenberg, Li, Skoric and Li, "Locally Differentially
     Private Frequency Estimation with Consistency" (NDSS 2020), Sec. IV:
@@ -20,20 +20,32 @@ def norm_sub(estimates: np.ndarray, n: float) -> np.ndarray:
     the result sums to n. Sorting descending, delta = (n - top-m sum) / m for
     the largest m whose m-th estimate stays positive after the shift.
     """
+    ranked = np.sort(estimates, axis=1)[:, ::-1]
+    width = estimates.shape[1]
+    deltas = np.cumsum(ranked, axis=1)  # then, in place: (n - top-j sum) / j
+    np.subtract(totals[:, None], deltas, out=deltas)
+    deltas /= np.arange(1, width + 1)
+    positive = ranked + deltas > 0
+    kept = width - 1 - np.argmax(positive[:, ::-1], axis=1)  # last index still positive
+    shift = deltas[np.arange(len(totals)), kept]
+    result = estimates + shift[:, None]
+    np.maximum(result, 0.0, out=result)
+    result[totals <= 0] = 0.0
+    return result
+
+
+def norm_sub(estimates: np.ndarray, n: float) -> np.ndarray:
+    """Norm-Sub of one release (:func:`norm_sub_rows`), with its inputs checked."""
     values = np.asarray(estimates, dtype=np.float64)
     if values.ndim != 1 or not np.all(np.isfinite(values)):
         raise ValueError("estimates must be a 1-D array of finite numbers")
     if n < 0 or not math.isfinite(n):
         raise ValueError("n must be a finite number >= 0")
-    if n == 0 or values.size == 0:
+    if values.size == 0:
         if n > 0:
             raise ValueError("cannot spread n > 0 over no values")
-        return np.zeros_like(values)
-    ranked = np.sort(values)[::-1]
-    # NDSS 2020, Norm-Sub: sum_v max(est_v + delta, 0) = n.
-    deltas = (n - np.cumsum(ranked)) / np.arange(1, values.size + 1)
-    kept = np.flatnonzero(ranked + deltas > 0)[-1]  # never empty: the top one gets n > 0
-    return np.maximum(values + deltas[kept], 0.0)
+        return values
+    return norm_sub_rows(values[None, :], np.array([float(n)]))[0]
 
 
 def confidence_intervals(

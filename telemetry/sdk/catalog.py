@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-PROTOCOLS = ("krr", "oue", "olh", "ss")
+from privacy.ldp import PROTOCOLS
 
 
 @dataclass(frozen=True)

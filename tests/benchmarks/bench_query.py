@@ -14,7 +14,7 @@ once (timed).
 
 Measured, in this order, in one process:
 
-* ``service``: ``telemetry.queries.run_query`` for a 90-day query grouped by day
+* ``service``: ``telemetry.release.service.run_query`` for a 90-day query grouped by day
   and region, ``fresh: true`` (so every call is a real, paid, audited release:
   roll-up check, budget reserve, grid, exact noise, Release + ledger rows,
   post-processing), ε = 0.01. The analyst has a huge budget and partition cap.
@@ -136,7 +136,7 @@ def prepare(rows: int, reload: bool) -> tuple[object, dict]:
 
 
 class StepTimer:
-    """Wraps named functions where telemetry.queries looks them up; sums time per step per query."""
+    """Wraps named functions where telemetry.release looks them up; sums time per step per query."""
 
     def __init__(self) -> None:
         self.current: dict[str, float] = defaultdict(float)
@@ -174,25 +174,27 @@ class StepTimer:
 
 
 def profile_steps(run, iterations: int) -> dict:
-    from accounting.services import ledger as budget_services
+    from accounting.services import ledger
     from privacy import central
-    from telemetry import queries, selectors
+    from telemetry import selectors
+    from telemetry.release import request as release_request
+    from telemetry.release import service as release_service
+    from telemetry.release.released import ReleasedData
 
     timer = StepTimer()
     # Order matters only for readability; steps do not nest except where noted.
-    timer.wrap(queries, "parse_query", "parse_query")
-    timer.wrap(queries, "advance_rollup", "rollup_check (advance_rollup, no new reports)")
-    timer.wrap(budget_services, "reserve", "budget_reserve (two upserts: locks, checks, spends)")
-    timer.wrap(queries, "_hold_rollup_shared", "rollup_shared_lock")
+    timer.wrap(release_request, "parse_query_request", "parse_query")
+    timer.wrap(release_service, "advance_rollup", "rollup_check (advance_rollup, no new reports)")
+    timer.wrap(ledger, "charge", "budget_charge (two upserts: locks, checks, spends; ledger INSERT)")
+    timer.wrap(release_service, "advisory_xact_lock", "advisory locks (identical queries, roll-up shared)")
     timer.wrap(selectors, "observed_rows", "rollup_read (observed_rows: binary SQL -> numpy)")
-    timer.wrap(queries, "build_grid", "grid_build (vectorized)")
+    timer.wrap(release_service, "build_grid", "grid_build (vectorized)")
     timer.wrap(central, "add_noise", "noise (discrete Laplace, ChaCha20 DRBG)")
-    timer.wrap(queries, "seal", "seal_seed (AES-GCM)")
-    timer.wrap(queries, "render", "post_process_and_render (debias, Norm-Sub, round, coarsen, CIs: columns)")
-    timer.wrap(queries, "_insert", "db_write_release (Release INSERT, binary)")
-    timer.wrap(budget_services, "record", "db_write_ledger (ledger INSERT)")
-    timer.wrap(queries.ReleasedData, "digest", "released_digest (SHA-256 of the canonical columns)")
-    timer.wrap(queries.ReleasedData, "cells", "cells (per-cell dicts of numpy rows for the JSON)")
+    timer.wrap(release_service, "seal", "seal_seed (AES-GCM)")
+    timer.wrap(release_service, "released_data", "post_process_and_render (debias, Norm-Sub, round, coarsen, CIs: columns)")
+    timer.wrap(release_service, "insert_binary", "db_write_release (Release INSERT, binary)")
+    timer.wrap(ReleasedData, "digest", "released_digest (SHA-256 of the canonical columns)")
+    timer.wrap(ReleasedData, "cells", "cells (per-cell dicts of numpy rows for the JSON)")
     # Sub-steps of render, reported separately (they are inside post_process_and_render).
     timer.wrap(central, "post_process", "  render.post_process (vectorized)")
     timer.wrap(central, "intervals", "  render.intervals (vectorized)")
@@ -243,7 +245,8 @@ def main() -> None:
     from django.test import Client
 
     from telemetry import selectors
-    from telemetry.queries import run_query
+    from telemetry.release import request as release_request
+    from telemetry.release.service import run_query
 
     with connection.cursor() as cursor:  # every run starts from an empty ledger (bench database only)
         cursor.execute("TRUNCATE telemetry_release, accounting_ledgerentry, accounting_dailyspend,"
@@ -256,7 +259,7 @@ def main() -> None:
     last = {}
 
     def service():
-        last["result"] = run_query(user=user, data=dict(body))
+        last["result"] = run_query(user=user, request=release_request.parse_query_request(dict(body)))
 
     client = Client()
     payload = json.dumps(body)
@@ -283,7 +286,7 @@ def main() -> None:
         return run
 
     def cached():
-        last["cached"] = run_query(user=user, data=dict(body, fresh=False))
+        last["cached"] = run_query(user=user, request=release_request.parse_query_request(dict(body, fresh=False)))
 
     load_start = os.getloadavg()[0]
     gc.collect()
