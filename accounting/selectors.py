@@ -7,10 +7,13 @@ from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.db.models import Count
 
 from accounting.accountants import DiscreteLaplaceEvent, PLDAccountant, PureDPAccountant, from_micro, to_micro
 from accounting.models import BudgetPolicy, DailySpend, LedgerEntry, PartitionCap, PartitionSpend
+from deploy.api.auth import role_of
 
 
 @dataclass(frozen=True)
@@ -97,3 +100,70 @@ def partition_usage(metric_id: int) -> dict:
         "days": [{"day": row.data_day, "spent": from_micro(row.spent_micro)} for row in rows],
     }
 
+
+def analyst_or_admin(username: str):
+    """The user of that name if they hold a role (analyst or admin), else None."""
+    user = get_user_model().objects.filter(username=username).prefetch_related("groups").first()
+    return user if user is not None and role_of(user) is not None else None
+
+
+def group_policy(name: str) -> BudgetPolicy | None:
+    return BudgetPolicy.objects.filter(group__name=name).select_related("group").first()
+
+
+def group_exists(name: str) -> bool:
+    return Group.objects.filter(name=name).exists()
+
+
+def group_policies() -> list[BudgetPolicy]:
+    return list(BudgetPolicy.objects.filter(group__isnull=False).select_related("group").order_by("group__name"))
+
+
+def _effective_policies(users, rows: list[BudgetPolicy]) -> dict[int, EffectivePolicy]:
+    """:func:`effective_policy` of each user, from all policy rows read once."""
+    own = {row.user_id: row for row in rows if row.user_id is not None}
+    group_rows = [row for row in rows if row.group_id is not None]
+    default = EffectivePolicy(to_micro(settings.PRIVACY["MAX_DAILY_EPSILON"]), "pure", Decimal(0), "default")
+    policies = {}
+    for user in users:
+        if user.id in own:
+            policies[user.id] = _policy_from(own[user.id], "analyst")
+            continue
+        group_ids = {group.id for group in user.groups.all()}
+        tightest = min((row for row in group_rows if row.group_id in group_ids),
+                       key=lambda row: row.daily_epsilon_micro, default=None)
+        policies[user.id] = default if tightest is None else _policy_from(tightest, f"group:{tightest.group.name}")
+    return policies
+
+
+def budget_statuses(now: datetime | None = None) -> list[tuple[object, dict]]:
+    """(user, :func:`budget_status`) of every analyst and admin by username, in at most five queries
+    whatever their number: users, their groups, policies, today's running totals, and today's
+    ledger events of those under approximate composition."""
+    today = utc_today(now)
+    users = [user for user in get_user_model().objects.order_by("username").prefetch_related("groups")
+             if role_of(user) is not None]
+    policies = _effective_policies(users, list(BudgetPolicy.objects.select_related("group")))
+    pure = [user.id for user in users if policies[user.id].composition == "pure"]
+    approximate = [user.id for user in users if policies[user.id].composition == "approximate"]
+    spent = dict(DailySpend.objects.filter(day=today, user_id__in=pure).values_list("user_id", "spent_micro"))
+    events: dict[int, list[DiscreteLaplaceEvent]] = {user_id: [] for user_id in approximate}
+    grouped = (LedgerEntry.objects.filter(budget_day=today, user_id__in=approximate)
+               .values_list("user_id", "epsilon_micro").annotate(count=Count("id")).order_by())
+    for user_id, micro, count in grouped:
+        events[user_id] += [DiscreteLaplaceEvent(from_micro(micro))] * count
+    for user_id, day_events_of_user in events.items():
+        spent[user_id] = policies[user_id].accountant().spent_micro(day_events_of_user)
+    statuses = []
+    for user in users:
+        policy, spent_micro_today = policies[user.id], spent.get(user.id, 0)
+        statuses.append((user, {
+            "daily_epsilon": from_micro(policy.daily_epsilon_micro),
+            "spent": from_micro(spent_micro_today),
+            "remaining": from_micro(max(0, policy.daily_epsilon_micro - spent_micro_today)),
+            "composition": policy.composition,
+            "delta": policy.delta,
+            "policy_source": policy.source,
+            "resets_at": resets_at(today),
+        }))
+    return statuses

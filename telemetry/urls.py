@@ -9,6 +9,7 @@ urlpatterns = [
     path("ingest-keys", views.IngestKeysView.as_view(), name="ingest-keys"),
     path("ingest-keys/<int:key_id>", views.IngestKeyDetailView.as_view(), name="ingest-key-detail"),
     path("users", views.UsersView.as_view(), name="users"),
+    path("budgets/partitions/<slug:metric>", views.PartitionBudgetView.as_view(), name="budget-partition"),
     path("queries", views.QueriesView.as_view(), name="queries"),
     path("releases", views.ReleasesView.as_view(), name="releases"),
     path("releases/<uuid:release_id>/verify", views.ReleaseVerifyView.as_view(), name="release-verify"),
