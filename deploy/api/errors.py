@@ -1,6 +1,6 @@
 """One error shape for every endpoint: ``{"code": ..., "message": ...}``.
 
-``code`` is stable and machine-readable (ARCHITECTURE.md, invariant 7);
+``code`` is stable and machine-readable (docs/architecture.md, invariant 7);
 ``message`` is for people. Services raise :class:`ApiError`; the DRF
 exception handler, the edge middleware and the raw ingest view all render it.
 docs/api.md lists every code with its HTTP status.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, JsonResponse
-from rest_framework import exceptions, status
+from rest_framework import exceptions
 from rest_framework.response import Response
 
 
@@ -50,7 +50,6 @@ _DRF_CODES = {
     exceptions.MethodNotAllowed: "method_not_allowed",
     exceptions.ParseError: "malformed_json",
     exceptions.UnsupportedMediaType: "unsupported_media_type",
-    exceptions.Throttled: "throttled",
 }
 
 
@@ -64,11 +63,7 @@ def api_exception_handler(exc, context):
     response = exception_handler(exc, context)
     if response is None:
         return None
-    if isinstance(exc, exceptions.ValidationError):
-        response.data = {"code": "invalid_request", "message": "The request is invalid.", "fields": exc.detail}
-        response.status_code = status.HTTP_400_BAD_REQUEST
-        return response
-    code = next((c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), "error")
+    code = next((c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), None) or exc.default_code
     detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
     response.data = {"code": code, "message": str(detail)}
     return response
