@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import orjson
 from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import status
@@ -21,10 +20,6 @@ from telemetry.ingestion import ingest_batch
 from accounting.accountants import from_micro
 from telemetry.audit import verify_release
 from telemetry.models import Release
-
-
-def _json(data: dict, http_status: int = 200) -> HttpResponse:
-    return HttpResponse(orjson.dumps(data), status=http_status, content_type="application/json")
 
 
 @csrf_exempt
@@ -113,17 +108,17 @@ class PartitionBudgetView(APIView):
     def _spec(self, request, metric: str):
         return selectors.metric_version(metric, serializers.version_param(request.query_params.get("version")))
 
-    def _json(self, spec) -> dict:
+    def _usage_json(self, spec) -> dict:
         return budget_serializers.partition_usage_json(spec.name, spec.version,
                                                        budget_selectors.partition_usage(spec.id))
 
     def get(self, request, metric: str):
-        return Response(self._json(self._spec(request, metric)))
+        return Response(self._usage_json(self._spec(request, metric)))
 
     def put(self, request, metric: str):
         spec = self._spec(request, metric)
         budget_services.set_partition_cap(metric_id=spec.id, **budget_serializers.partition_cap_input(request.data))
-        return Response(self._json(spec))
+        return Response(self._usage_json(spec))
 
 
 class QueriesView(APIView):

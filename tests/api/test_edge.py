@@ -238,7 +238,9 @@ def _budgets_queries(admin_client) -> tuple[int, dict]:
     return len(queries), response.json()
 
 
-def test_budgets_listing_takes_a_fixed_number_of_queries(admin):
+def test_budgets_listing_takes_a_fixed_number_of_queries(admin, django_assert_max_num_queries):
+    from accounting.selectors import budget_statuses
+
     _analysts(4, 0)
     set_group_budget(name="team", daily_epsilon_micro=2_000_000, composition="approximate")
     few, small = _budgets_queries(admin)
@@ -246,6 +248,8 @@ def test_budgets_listing_takes_a_fixed_number_of_queries(admin):
     many, large = _budgets_queries(admin)
     assert len(large["analysts"]) == len(small["analysts"]) + 12 == 17
     assert many == few, (few, many)
+    with django_assert_max_num_queries(5):  # users, their groups, policies, running totals, ledger events
+        assert len(budget_statuses()) == 17
 
 
 def test_budgets_listing_agrees_with_each_analysts_own_status(admin):
