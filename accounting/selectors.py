@@ -7,11 +7,14 @@ from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 
 from django.conf import settings
-from django.db.models import Count
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db.models import Count, Q
 
 from accounting.events import MechanismEvent, event_from_json
 from accounting.models import BudgetPolicy, DailySpend, LedgerEntry, PartitionCap, PartitionSpend
 from accounting.types import EffectivePolicy, Spender
+from deploy.api.auth import role_of
 from privacy.epsilon import from_micro, to_micro
 
 
@@ -31,14 +34,8 @@ def _policy_from(row: BudgetPolicy, source: str) -> EffectivePolicy:
 
 def effective_policy(user) -> EffectivePolicy:
     """The analyst's own policy, else the tightest of their groups', else the default."""
-    own = BudgetPolicy.objects.filter(user=user).first()
-    if own is not None:
-        return _policy_from(own, "analyst")
-    group_rows = BudgetPolicy.objects.filter(group__in=user.groups.all()).select_related("group")
-    tightest = min(group_rows, key=lambda row: row.daily_epsilon_micro, default=None)
-    if tightest is not None:
-        return _policy_from(tightest, f"group:{tightest.group.name}")
-    return EffectivePolicy(to_micro(settings.PRIVACY["MAX_DAILY_EPSILON"]), "pure", Decimal(0), "default")
+    rows = BudgetPolicy.objects.filter(Q(user=user) | Q(group__in=user.groups.all())).select_related("group")
+    return _effective_policies([user], list(rows))[user.id]
 
 
 def user_spender(user) -> Spender:
@@ -60,11 +57,7 @@ def spent_micro(spender: Spender, day: date) -> int:
     return spender.policy.accountant().spent_micro(day_events(spender.key, day))
 
 
-def budget_status(user, now: datetime | None = None) -> dict:
-    today = utc_today(now)
-    spender = user_spender(user)
-    policy = spender.policy
-    spent = spent_micro(spender, today)
+def _status(policy: EffectivePolicy, spent: int, today: date) -> dict:
     return {
         "daily_epsilon": from_micro(policy.daily_epsilon_micro),
         "spent": from_micro(spent),
@@ -74,6 +67,12 @@ def budget_status(user, now: datetime | None = None) -> dict:
         "policy_source": policy.source,
         "resets_at": resets_at(today),
     }
+
+
+def budget_status(user, now: datetime | None = None) -> dict:
+    today = utc_today(now)
+    spender = user_spender(user)
+    return _status(spender.policy, spent_micro(spender, today), today)
 
 
 def usage_history(user, days: int = 30, now: datetime | None = None) -> list[dict]:
@@ -105,3 +104,59 @@ def charges_for(subject_kind: str, subject_ids: Iterable[str]) -> dict[str, list
     for entry in LedgerEntry.objects.filter(subject_kind=subject_kind, subject_id__in=list(subject_ids)).order_by("id"):
         by_subject.setdefault(entry.subject_id, []).append(entry)
     return by_subject
+def analyst_or_admin(username: str):
+    """The user of that name if they hold a role (analyst or admin), else None."""
+    user = get_user_model().objects.filter(username=username).prefetch_related("groups").first()
+    return user if user is not None and role_of(user) is not None else None
+
+
+def group_policy(name: str) -> BudgetPolicy | None:
+    return BudgetPolicy.objects.filter(group__name=name).select_related("group").first()
+
+
+def group_exists(name: str) -> bool:
+    return Group.objects.filter(name=name).exists()
+
+
+def group_policies() -> list[BudgetPolicy]:
+    return list(BudgetPolicy.objects.filter(group__isnull=False).select_related("group").order_by("group__name"))
+
+
+def _effective_policies(users, rows: list[BudgetPolicy]) -> dict[int, EffectivePolicy]:
+    """:func:`effective_policy` of each user, from all policy rows read once."""
+    own = {row.user_id: row for row in rows if row.user_id is not None}
+    group_rows = [row for row in rows if row.group_id is not None]
+    default = EffectivePolicy(to_micro(settings.PRIVACY["MAX_DAILY_EPSILON"]), "pure", Decimal(0), "default")
+    policies = {}
+    for user in users:
+        if user.id in own:
+            policies[user.id] = _policy_from(own[user.id], "analyst")
+            continue
+        group_ids = {group.id for group in user.groups.all()}
+        tightest = min((row for row in group_rows if row.group_id in group_ids),
+                       key=lambda row: row.daily_epsilon_micro, default=None)
+        policies[user.id] = default if tightest is None else _policy_from(tightest, f"group:{tightest.group.name}")
+    return policies
+
+
+def budget_statuses(now: datetime | None = None) -> list[tuple[object, dict]]:
+    """(user, :func:`budget_status`) of every analyst and admin by username, in at most five queries
+    whatever their number: users, their groups, policies, today's running totals, and today's
+    ledger events of those under approximate composition."""
+    today = utc_today(now)
+    users = [user for user in get_user_model().objects.order_by("username").prefetch_related("groups")
+             if role_of(user) is not None]
+    policies = _effective_policies(users, list(BudgetPolicy.objects.select_related("group")))
+    keys = {f"user:{user.id}": user.id for user in users}
+    pure = [key for key, user_id in keys.items() if policies[user_id].composition == "pure"]
+    approximate = [key for key, user_id in keys.items() if policies[user_id].composition == "approximate"]
+    spent = {keys[key]: micro for key, micro in
+             DailySpend.objects.filter(day=today, spender__in=pure).values_list("spender", "spent_micro")}
+    events: dict[str, list[MechanismEvent]] = {key: [] for key in approximate}
+    grouped = (LedgerEntry.objects.filter(budget_day=today, spender__in=approximate)
+               .values_list("spender", "event").annotate(count=Count("id")).order_by())
+    for key, data, count in grouped:
+        events[key] += [event_from_json(data)] * count
+    for key, day_events_of_user in events.items():
+        spent[keys[key]] = policies[keys[key]].accountant().spent_micro(day_events_of_user)
+    return [(user, _status(policies[user.id], spent.get(user.id, 0), today)) for user in users]

@@ -7,5 +7,5 @@ urlpatterns = [
     path("budgets/me", views.MyBudgetView.as_view(), name="budget-me"),
     path("budgets/analysts/<str:username>", views.AnalystBudgetView.as_view(), name="budget-analyst"),
     path("budgets/groups/<str:name>", views.GroupBudgetView.as_view(), name="budget-group"),
-    path("budgets/partitions/<slug:metric>", views.PartitionBudgetView.as_view(), name="budget-partition"),
+    # budgets/partitions/<metric> is telemetry's (telemetry/urls.py): a metric is a telemetry object.
 ]

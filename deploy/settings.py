@@ -49,6 +49,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "deploy.api.middleware.EdgeGuardMiddleware",  # 413 / NUL refusals as JSON, before any view
 ]
 
 ROOT_URLCONF = "deploy.urls"
@@ -100,10 +101,12 @@ STATIC_ROOT = VAR_DIR / "static"
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication",
+                                       "deploy.api.auth.RejectIngestKeys"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["deploy.api.parsing.JSONParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "deploy.api.parsing.JSONOnlyNegotiation",
     "EXCEPTION_HANDLER": "deploy.api.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
 }

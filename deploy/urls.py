@@ -1,5 +1,5 @@
 from django.http import JsonResponse
-from django.urls import include, path
+from django.urls import include, path, re_path
 
 
 def health(request):
@@ -21,4 +21,6 @@ urlpatterns = [
     path("health", health),
     path("api/v1/", include("telemetry.urls")),
     path("api/v1/", include("accounting.urls")),
+    # Last: every other path is a JSON 404, also with DEBUG on (Django's debug 404 page is HTML).
+    re_path(r"^.*$", not_found),
 ]

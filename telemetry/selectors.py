@@ -10,7 +10,8 @@ import psycopg
 from django.db import connection
 
 from privacy.ldp import confidence_intervals, norm_sub
-from telemetry.catalog import MetricSpec
+from deploy.api.errors import ApiError
+from telemetry.catalog import MetricSpec, catalog
 from telemetry.models import IngestKey, Metric, Release
 
 GROUP_FIELDS = ("day", "region")
@@ -188,6 +189,21 @@ def active_ingest_key(key_hash: str) -> IngestKey | None:
 
 def latest_release(query_key: str) -> Release | None:
     return Release.objects.filter(query_key=query_key).order_by("-created_at").defer("sealed_seed").first()
+
+
+def ingest_keys() -> list[IngestKey]:
+    """Every ingest key, revoked ones included, oldest first."""
+    return list(IngestKey.objects.order_by("id"))
+
+
+def metric_version(name: str, version: int | None = None) -> MetricSpec:
+    """The given version of a metric (its current one if None), or a 404 naming what is missing."""
+    spec = catalog.lookup(name, version)
+    if spec is not None:
+        return spec
+    if version is not None and catalog.lookup(name) is not None:
+        raise ApiError("unknown_metric_version", f"Metric {name!r} has no version {version}.", http_status=404)
+    raise ApiError("unknown_metric", f"No metric {name!r}.", http_status=404)
 
 
 def recent_releases(limit: int) -> list[Release]:

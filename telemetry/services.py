@@ -19,7 +19,7 @@ from telemetry.catalog import catalog
 from deploy.api.errors import ApiError
 from telemetry.models import IngestKey, Metric
 
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_\-]{0,63}")
 MAX_DOMAIN_SIZE = 1024
 MAX_LOCAL_EPSILON = 20.0
 
@@ -28,19 +28,21 @@ def _invalid(field: str, message: str) -> ApiError:
     return ApiError("invalid_metric", message, field=field)
 
 
-def _validated_definition(domain, epsilon, protocol, contribution_bound) -> dict:
-    if not isinstance(domain, list) or not 2 <= len(domain) <= MAX_DOMAIN_SIZE:
+def _validated_definition(domain: list[str], epsilon: float, protocol: str, contribution_bound: int) -> dict:
+    """The stored definition, after the rules every version must follow (types are the edge's:
+    telemetry.serializers)."""
+    if not 2 <= len(domain) <= MAX_DOMAIN_SIZE:
         raise _invalid("domain", f"domain must be a list of 2 to {MAX_DOMAIN_SIZE} labels.")
-    if not all(isinstance(label, str) and 0 < len(label) <= 100 for label in domain):
+    if not all(0 < len(label) <= 100 for label in domain):
         raise _invalid("domain", "Every label must be a non-empty string of at most 100 characters.")
     if len(set(domain)) != len(domain):
         raise _invalid("domain", "Labels must be distinct.")
-    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0 < epsilon <= MAX_LOCAL_EPSILON:
+    if not 0 < epsilon <= MAX_LOCAL_EPSILON:
         raise _invalid("epsilon", f"epsilon must be a number in (0, {MAX_LOCAL_EPSILON}].")
     if protocol != "auto" and protocol not in PROTOCOLS:
         raise _invalid("protocol", f"protocol must be 'auto' or one of {list(PROTOCOLS)}.")
     cap = settings.PRIVACY["MAX_DAILY_CONTRIBUTIONS"]
-    if isinstance(contribution_bound, bool) or not isinstance(contribution_bound, int) or not 1 <= contribution_bound <= cap:
+    if not 1 <= contribution_bound <= cap:
         raise _invalid("contribution_bound", f"contribution_bound must be an integer in [1, {cap}].")
     epsilon = float(epsilon)
     return {
@@ -51,9 +53,9 @@ def _validated_definition(domain, epsilon, protocol, contribution_bound) -> dict
     }
 
 
-def create_metric(*, name: str, domain: list, epsilon: float = 2.0, protocol: str = "auto",
+def create_metric(*, name: str, domain: list[str], epsilon: float = 2.0, protocol: str = "auto",
                   contribution_bound: int | None = None, description: str = "") -> Metric:
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise _invalid("name", "name must be 1-64 characters of a-z, 0-9, '_' or '-', starting alphanumeric.")
     bound = settings.PRIVACY["DEFAULT_CONTRIBUTION_BOUND"] if contribution_bound is None else contribution_bound
     definition = _validated_definition(domain, epsilon, protocol, bound)
@@ -66,12 +68,11 @@ def create_metric(*, name: str, domain: list, epsilon: float = 2.0, protocol: st
     return metric
 
 
-_CHANGEABLE = frozenset({"domain", "epsilon", "protocol", "contribution_bound", "description"})
-
-
 @transaction.atomic
-def change_metric(*, name: str, changes: dict) -> Metric:
-    """Change a metric by making a new version; the old version stays as it was.
+def change_metric(*, name: str, domain: list[str] | None = None, epsilon: float | None = None,
+                  protocol: str | None = None, contribution_bound: int | None = None,
+                  description: str | None = None) -> Metric:
+    """Change a metric by making a new version; the old version stays as it was. ``None`` keeps a field.
 
     Versions are immutable (only ``description`` is edited in place), so every
     stored report matches the definition it was validated against, even when
@@ -82,17 +83,13 @@ def change_metric(*, name: str, changes: dict) -> Metric:
         raise ApiError("unknown_metric", f"No metric named {name!r}.", http_status=404)
     # Changes of one name serialize on its first version's row; read the current one after the lock.
     current = Metric.objects.filter(name=name).order_by("-version").first()
-    if unknown := changes.keys() - _CHANGEABLE:
-        raise _invalid(sorted(unknown)[0], f"Unknown fields {sorted(unknown)}.")
     definition = _validated_definition(
-        changes.get("domain", current.domain),
-        changes.get("epsilon", current.epsilon),
-        changes.get("protocol", current.protocol),
-        changes.get("contribution_bound", current.contribution_bound),
+        current.domain if domain is None else domain,
+        current.epsilon if epsilon is None else epsilon,
+        current.protocol if protocol is None else protocol,
+        current.contribution_bound if contribution_bound is None else contribution_bound,
     )
-    description = changes.get("description", current.description)
-    if not isinstance(description, str):
-        raise _invalid("description", "description must be a string.")
+    description = current.description if description is None else description
     if all(getattr(current, field) == value for field, value in definition.items()):
         current.description = description
         current.save(update_fields=["description"])
@@ -104,7 +101,7 @@ def change_metric(*, name: str, changes: dict) -> Metric:
 
 def create_ingest_key(*, app: str) -> tuple[IngestKey, str]:
     """A new key; the plaintext is returned once and only its hash is stored."""
-    if not isinstance(app, str) or not 0 < len(app.strip()) <= 100:
+    if not 0 < len(app.strip()) <= 100:
         raise ApiError("invalid_app", "app must be a name of 1 to 100 characters.")
     plaintext = "ik_" + secrets.token_urlsafe(32)
     key = IngestKey.objects.create(app=app.strip(), prefix=plaintext[:10], key_hash=hash_key(plaintext))
@@ -128,7 +125,7 @@ def create_user(*, username: str, role: str) -> tuple[object, str]:
     if role not in ROLES:
         raise ApiError("invalid_role", f"role must be one of {list(ROLES)}.")
     User = get_user_model()
-    if not isinstance(username, str) or not re.match(r"^[\w.@+-]{1,150}$", username):
+    if not re.fullmatch(r"[\w.@+-]{1,150}", username):
         raise ApiError("invalid_username", "username must be 1-150 letters, digits or @.+-_ characters.")
     if User.objects.filter(username=username).exists():
         raise ApiError("user_exists", f"User {username!r} exists.", http_status=409)

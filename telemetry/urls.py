@@ -13,4 +13,5 @@ urlpatterns = [
     path("queries", release_views.QueriesView.as_view(), name="queries"),
     path("releases", release_views.ReleasesView.as_view(), name="releases"),
     path("releases/<uuid:release_id>/verify", release_views.ReleaseVerifyView.as_view(), name="release-verify"),
+    path("budgets/partitions/<slug:metric>", views.PartitionBudgetView.as_view(), name="budget-partition"),
 ]

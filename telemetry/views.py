@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import orjson
 from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import status
@@ -10,16 +9,15 @@ from rest_framework.authentication import TokenAuthentication
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from telemetry import selectors, services
+from accounting import selectors as budget_selectors
+from accounting import serializers as budget_serializers
+from accounting.services import policies as budget_services
+from telemetry import selectors, serializers, services
 from deploy.api.auth import IsAdmin, IsAnalyst, IsIngestKey, api_key_from_header
 from telemetry.auth import IngestKeyAuthentication, ingest_keys
+from telemetry.catalog import partition_scope
 from deploy.api.errors import ApiError, error_response
 from telemetry.ingestion import ingest_batch
-from telemetry.models import IngestKey
-
-
-def _json(data: dict, http_status: int = 200) -> HttpResponse:
-    return HttpResponse(orjson.dumps(data), status=http_status, content_type="application/json")
 
 
 @csrf_exempt
@@ -45,20 +43,9 @@ def reports(request):
     return response
 
 
-def _metric_json(metric) -> dict:
-    return {
-        "name": metric.name,
-        "version": metric.version,
-        "description": metric.description,
-        "domain": metric.domain,
-        "epsilon": metric.epsilon,
-        "protocol": metric.protocol,
-        "contribution_bound": metric.contribution_bound,
-    }
-
-
 class MetricsView(APIView):
-    authentication_classes = [IngestKeyAuthentication, TokenAuthentication]
+    # Token first: its scheme is what a refused ingest key is told to use (WWW-Authenticate).
+    authentication_classes = [TokenAuthentication, IngestKeyAuthentication]
 
     def get_permissions(self):
         if self.request.method == "GET":
@@ -66,65 +53,68 @@ class MetricsView(APIView):
         return [IsAdmin()]
 
     def get(self, request):
-        return Response({"metrics": [_metric_json(m) for m in selectors.current_metrics()]})
+        return Response({"metrics": [serializers.metric_json(m) for m in selectors.current_metrics()]})
 
     def post(self, request):
-        data = _object_body(request)
-        metric = services.create_metric(
-            name=data.get("name"),
-            domain=data.get("domain"),
-            epsilon=data.get("epsilon", 2.0),
-            protocol=data.get("protocol", "auto"),
-            contribution_bound=data.get("contribution_bound"),
-            description=str(data.get("description", "")),
-        )
-        return Response(_metric_json(metric), status=status.HTTP_201_CREATED)
+        metric = services.create_metric(**serializers.metric_create_input(request.data))
+        return Response(serializers.metric_json(metric), status=status.HTTP_201_CREATED)
 
 
 class MetricDetailView(APIView):
     permission_classes = [IsAdmin]
 
     def put(self, request, name: str):
-        metric = services.change_metric(name=name, changes=_object_body(request))
-        return Response(_metric_json(metric))
+        metric = services.change_metric(name=name, **serializers.metric_change_input(request.data))
+        return Response(serializers.metric_json(metric))
 
     patch = put
-
-
-def _object_body(request) -> dict:
-    if not isinstance(request.data, dict):
-        raise ApiError("invalid_body", "The body must be a JSON object.")
-    return request.data
-
-
-def _key_json(key: IngestKey) -> dict:
-    return {"id": key.id, "app": key.app, "prefix": key.prefix, "created_at": key.created_at,
-            "revoked_at": key.revoked_at}
 
 
 class IngestKeysView(APIView):
     permission_classes = [IsAdmin]
 
     def get(self, request):
-        return Response({"ingest_keys": [_key_json(k) for k in IngestKey.objects.order_by("id")]})
+        return Response({"ingest_keys": [serializers.ingest_key_json(k) for k in selectors.ingest_keys()]})
 
     def post(self, request):
-        key, plaintext = services.create_ingest_key(app=_object_body(request).get("app"))
-        return Response({**_key_json(key), "key": plaintext}, status=status.HTTP_201_CREATED)
+        key, plaintext = services.create_ingest_key(**serializers.ingest_key_input(request.data))
+        return Response({**serializers.ingest_key_json(key), "key": plaintext}, status=status.HTTP_201_CREATED)
 
 
 class IngestKeyDetailView(APIView):
     permission_classes = [IsAdmin]
 
     def delete(self, request, key_id: int):
-        return Response(_key_json(services.revoke_ingest_key(key_id=key_id)))
+        return Response(serializers.ingest_key_json(services.revoke_ingest_key(key_id=key_id)))
 
 
 class UsersView(APIView):
     permission_classes = [IsAdmin]
 
     def post(self, request):
-        data = _object_body(request)
-        user, token = services.create_user(username=data.get("username"), role=data.get("role"))
-        return Response({"username": user.username, "role": data["role"], "token": token},
-                        status=status.HTTP_201_CREATED)
+        fields = serializers.user_input(request.data)
+        user, token = services.create_user(**fields)
+        return Response(serializers.user_json(user, fields["role"], token), status=status.HTTP_201_CREATED)
+
+
+class PartitionBudgetView(APIView):
+    """``budgets/partitions/<metric>[?version=N]``: the lifetime ε cap of each data-day of a metric
+    version. Served here, not by accounting, because a metric is a telemetry object."""
+
+    permission_classes = [IsAdmin]
+
+    def _spec(self, request, metric: str):
+        return selectors.metric_version(metric, serializers.version_param(request.query_params.get("version")))
+
+    def _usage_json(self, spec) -> dict:
+        return budget_serializers.partition_usage_json(spec.name, spec.version,
+                                                       budget_selectors.partition_usage(partition_scope(spec.id)))
+
+    def get(self, request, metric: str):
+        return Response(self._usage_json(self._spec(request, metric)))
+
+    def put(self, request, metric: str):
+        spec = self._spec(request, metric)
+        budget_services.set_partition_cap(scope=partition_scope(spec.id),
+                                          **budget_serializers.partition_cap_input(request.data))
+        return Response(self._usage_json(spec))

@@ -1,2 +1,2 @@
 """Shared API plumbing below every app: errors, roles and authentication, request
-parsing and the database-vendor helpers. Imports no app (ARCHITECTURE.md, layers)."""
+parsing and the database-vendor helpers. Imports no app (docs/architecture.md, layers)."""

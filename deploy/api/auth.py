@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 
 from django.contrib.auth.models import Group
-from rest_framework import permissions
+from rest_framework import authentication, permissions
+
+from deploy.api.errors import WrongCredentialType
 
 API_KEY_SCHEME = "Api-Key"
 ROLES = ("analyst", "admin")
@@ -51,16 +53,36 @@ def ensure_role_groups() -> None:
         Group.objects.get_or_create(name=role)
 
 
-class IsAdmin(permissions.BasePermission):
+class RejectIngestKeys(authentication.BaseAuthentication):
+    """Last authenticator of the endpoints that serve only people: an ``Api-Key`` header there is
+    answered with what is wrong (an ingest key, not a token), not "credentials were not provided"."""
+
+    def authenticate(self, request):
+        scheme = request.headers.get("Authorization", "").partition(" ")[0]
+        if scheme == API_KEY_SCHEME:
+            raise WrongCredentialType()
+        return None
+
+
+class _PeopleOnly(permissions.BasePermission):
+    """A role check that names the mistake when an ingest key authenticated the request."""
+
+    roles: tuple[str, ...] = ()
+
     def has_permission(self, request, view):
-        return role_of(request.user) == "admin"
+        if isinstance(request.user, IngestPrincipal):
+            raise WrongCredentialType()
+        return role_of(request.user) in self.roles
 
 
-class IsAnalyst(permissions.BasePermission):
+class IsAdmin(_PeopleOnly):
+    roles = ("admin",)
+
+
+class IsAnalyst(_PeopleOnly):
     """Analysts and admins."""
 
-    def has_permission(self, request, view):
-        return role_of(request.user) in ROLES
+    roles = ROLES
 
 
 class IsIngestKey(permissions.BasePermission):

@@ -1,13 +1,18 @@
-"""Request-body checks shared by every app's API edge.
+"""Request parsing shared by every app's API edge.
 
 Numbers that carry privacy (ε, δ) are read exactly: from a JSON number through its
 shortest repr, or from a string, into Decimal; huge exponents are refused before any
 exact arithmetic could build a number like 10**999999999.
+
+Text holding NUL (U+0000) is refused wherever it enters: PostgreSQL cannot store it in a
+text column, and would answer with a server error.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
+
+from rest_framework import negotiation, parsers
 
 from deploy.api.errors import ApiError
 from privacy.epsilon import to_micro
@@ -44,3 +49,38 @@ def parse_epsilon_micro(value, field: str = "epsilon") -> int:
         return to_micro(number)
     except (ValueError, ArithmeticError):
         raise ApiError("invalid_epsilon", f"{field} must have at most 6 decimal places.", field=field)
+
+
+def nul_error(where: str) -> ApiError:
+    return ApiError("nul_character", f"The {where} contains a NUL character (\\u0000), which no text may hold.")
+
+
+def reject_nul(value, where: str = "body") -> None:
+    """Raise ``nul_character`` if any string in a parsed JSON value (keys included) holds NUL."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise nul_error(where)
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+
+
+class JSONParser(parsers.JSONParser):
+    """DRF's strict JSON parser, refusing NUL in any string of the body."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        data = super().parse(stream, media_type, parser_context)
+        reject_nul(data)
+        return data
+
+
+class JSONOnlyNegotiation(negotiation.DefaultContentNegotiation):
+    """The API speaks only JSON: answer JSON whatever ``Accept`` asks for, instead of a 406."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type

@@ -105,6 +105,7 @@ def ensure_analyst(username: str = "bench_analyst", metric_id: int | None = None
     from django.contrib.auth import get_user_model
 
     from accounting.services.policies import set_analyst_budget, set_partition_cap
+    from privacy.epsilon import to_micro
     from telemetry.services import create_user
 
     user = get_user_model().objects.filter(username=username).first()
@@ -115,9 +116,9 @@ def ensure_analyst(username: str = "bench_analyst", metric_id: int | None = None
         from rest_framework.authtoken.models import Token
 
         token = Token.objects.get(user=user).key
-    set_analyst_budget(username=username, data={"daily_epsilon": "1000000"})
+    set_analyst_budget(username=username, daily_epsilon_micro=to_micro("1000000"))
     if metric_id is not None:
-        set_partition_cap(scope=f"metric:{metric_id}", data={"lifetime_epsilon": "1000000"})
+        set_partition_cap(scope=f"metric:{metric_id}", lifetime_epsilon_micro=to_micro("1000000"))
     return user, token
 
 

@@ -61,18 +61,21 @@ class Toolbox:
 
     @staticmethod
     def set_budget(user, daily_epsilon, composition: str = "pure", delta=None):
-        from accounting.services.policies import set_analyst_budget
+        from decimal import Decimal
 
-        data = {"daily_epsilon": str(daily_epsilon), "composition": composition}
-        if delta is not None:
-            data["delta"] = str(delta)
-        return set_analyst_budget(username=user.username, data=data)
+        from accounting.services.policies import set_analyst_budget
+        from privacy.epsilon import to_micro
+
+        return set_analyst_budget(username=user.username, daily_epsilon_micro=to_micro(str(daily_epsilon)),
+                                  composition=composition, delta=None if delta is None else Decimal(str(delta)))
 
     @staticmethod
     def set_cap(metric, lifetime_epsilon):
         from accounting.services.policies import set_partition_cap
 
-        return set_partition_cap(scope=f"metric:{metric.id}", data={"lifetime_epsilon": str(lifetime_epsilon)})
+        from privacy.epsilon import to_micro
+
+        return set_partition_cap(scope=f"metric:{metric.id}", lifetime_epsilon_micro=to_micro(str(lifetime_epsilon)))
 
     # --- metrics and data ---------------------------------------------------------
     @staticmethod

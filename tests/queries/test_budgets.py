@@ -39,7 +39,7 @@ def test_ten_queries_at_one_spend_exactly_ten_and_the_eleventh_is_refused(q, ana
     assert remaining == [9.0, 8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0, 0.0]
     assert q.ledger_micro(user=user) == 10_000_000
     me = q.client(token).get("/api/v1/budgets/me").json()
-    assert (me["spent_today"], me["remaining"]) == ("10", "0")
+    assert (me["spent_today"], me["remaining"]) == (10, 0)
     before = q.counts()
     refused = q.post(client, q.body(color, q.day(-20), epsilon="0.000001"))
     assert refused.status_code == 429 and refused.json()["code"] == "budget_exhausted"
@@ -56,13 +56,13 @@ def test_three_tenths_are_exactly_three_tenths(q, analyst, color):
     assert q.ledger_micro(user=user) == 300_000
     assert response.json()["privacy"]["budget_remaining"] == 9.7
     me = client.get("/api/v1/budgets/me").json()
-    assert (me["spent_today"], me["remaining"]) == ("0.3", "9.7")
+    assert (me["spent_today"], me["remaining"]) == (0.3, 9.7)
     # 33 tenths fill a budget of 3.3 exactly; float addition (0.1 x 33 = 3.3000000000000016) would refuse the last
     q.set_budget(user, "3.3")
     for i in range(30):
         assert q.post(client, q.body(color, q.day(-1), epsilon=0.1, fresh=True)).status_code == 200, i
     assert q.ledger_micro(user=user) == 3_300_000
-    assert client.get("/api/v1/budgets/me").json()["remaining"] == "0"
+    assert client.get("/api/v1/budgets/me").json()["remaining"] == 0
     assert q.post(client, q.body(color, q.day(-1), epsilon="0.000001", fresh=True)).status_code == 429
 
 
@@ -83,9 +83,9 @@ def test_budget_spent_at_2359_utc_is_available_again_at_midnight(q, analyst, col
         assert q.post(client, q.body(color, date(2024, 5, 10), epsilon="0.5", fresh=True)).status_code == 429
     with time_machine.travel(_at(2024, 5, 11, 0, 0), tick=False):
         me = client.get("/api/v1/budgets/me").json()
-        assert (me["spent_today"], me["remaining"]) == ("0", "10")
+        assert (me["spent_today"], me["remaining"]) == (0, 10)
         assert me["resets_at"] == "2024-05-12T00:00:00+00:00"
-        assert {"day": "2024-05-10", "spent": "10"} in me["history"]
+        assert {"day": "2024-05-10", "spent": 10} in me["history"]
         for i in range(10):  # the full budget, not a cent less
             response = q.post(client, q.body(color, date(2024, 5, 10), epsilon=1, fresh=True))
             assert response.status_code == 200, (i, response.json())
@@ -107,7 +107,7 @@ def test_lifetime_cap_holds_across_days_and_analysts_per_metric_and_data_day(q, 
     d0, d1 = date(2024, 5, 7), date(2024, 5, 8)
     with time_machine.travel(_at(2024, 5, 10, 12), tick=False):
         put = q.client(root_token).put("/api/v1/budgets/partitions/color", {"lifetime_epsilon": "2"}, format="json")
-        assert put.status_code == 200 and put.json()["lifetime_epsilon_cap"] == "2"
+        assert put.status_code == 200 and put.json()["lifetime_epsilon_cap"] == 2
         q.add_krr(color, d1, "DE", [3, 3, 3])
         ana_client = q.client(ana_token)
         assert q.post(ana_client, q.body(color, d1, epsilon=1)).status_code == 200
@@ -127,14 +127,14 @@ def test_lifetime_cap_holds_across_days_and_analysts_per_metric_and_data_day(q, 
         assert both.status_code == 403 and both.json()["capped_days"] == ["2024-05-08"]
         assert q.counts() == before
         assert PartitionSpend.objects.filter(scope=f"metric:{color.pk}", key=d0.isoformat(), spent_micro__gt=0).count() == 0
-        assert bob_client.get("/api/v1/budgets/me").json()["spent_today"] == "0"
+        assert bob_client.get("/api/v1/budgets/me").json()["spent_today"] == 0
         # the uncapped day alone is fine, and so is the same day of another metric
         assert q.post(bob_client, q.body(color, d0, epsilon=2)).status_code == 200
         assert q.post(bob_client, q.body(other, d1, epsilon=5)).status_code == 200
         assert q.post(bob_client, q.body(color, d0, epsilon="0.000001")).status_code == 403  # d0 now at its cap
         usage = q.client(root_token).get("/api/v1/budgets/partitions/color").json()
-        assert {"day": "2024-05-08", "spent": "2"} in usage["days"]
-        assert {"day": "2024-05-07", "spent": "2"} in usage["days"]
+        assert {"day": "2024-05-08", "spent": 2} in usage["days"]
+        assert {"day": "2024-05-07", "spent": 2} in usage["days"]
     # the ledger per (metric, data-day) never exceeds the cap
     for day in (d0, d1):
         spent = sum(e.epsilon_micro for e in LedgerEntry.objects.all()
@@ -275,7 +275,7 @@ def test_pld_mode_admits_more_queries_than_pure_and_matches_dp_accounting(q, ana
     put = q.client(root_token).put(f"/api/v1/budgets/analysts/{user.username}",
                                    {"daily_epsilon": 2, "composition": "approximate", "delta": "1e-6"}, format="json")
     assert put.status_code == 200, put.json()
-    assert put.json()["composition"] == "approximate" and Decimal(put.json()["delta"]) == Decimal("1e-6")
+    assert put.json()["composition"] == "approximate" and put.json()["delta"] == 1e-6
     client = q.client(token)
     q.add_krr(color, q.day(-1), "DE", [3, 3, 3])
     accountant = PLDAccountant(Decimal("1e-6"))
@@ -301,7 +301,7 @@ def test_pld_mode_admits_more_queries_than_pure_and_matches_dp_accounting(q, ana
     me = client.get("/api/v1/budgets/me").json()
     assert me["composition"] == "approximate"
     final = accountant.remaining("2", [DiscreteLaplaceEvent(Decimal("0.1"))] * admitted)
-    assert Decimal(me["remaining"]) == final and float(final) == remaining[-1]
+    assert me["remaining"] == float(final) == remaining[-1]
 
 
 def test_pure_mode_is_the_default_with_delta_zero(q, analyst, color):
@@ -319,14 +319,14 @@ def test_group_budget_applies_and_an_analyst_budget_overrides_it(q, analyst, adm
     user, token = analyst
     root = q.client(admin[1])
     put = root.put("/api/v1/budgets/groups/analyst", {"daily_epsilon": "1.5"}, format="json")
-    assert put.status_code == 200 and put.json()["daily_epsilon"] == "1.5"
+    assert put.status_code == 200 and put.json()["daily_epsilon"] == 1.5
     me = q.client(token).get("/api/v1/budgets/me").json()
-    assert (me["daily_epsilon"], me["policy_source"]) == ("1.5", "group:analyst")
+    assert (me["daily_epsilon"], me["policy_source"]) == (1.5, "group:analyst")
     client = q.client(token)
     assert q.post(client, q.body(color, q.day(-1), epsilon=1)).status_code == 200
     assert q.post(client, q.body(color, q.day(-2), epsilon=1)).status_code == 429
     put = root.put(f"/api/v1/budgets/analysts/{user.username}", {"daily_epsilon": 4}, format="json")
-    assert put.status_code == 200 and put.json()["daily_epsilon"] == "4" and put.json()["policy_source"] == "analyst"
+    assert put.status_code == 200 and put.json()["daily_epsilon"] == 4 and put.json()["policy_source"] == "analyst"
     assert q.post(client, q.body(color, q.day(-2), epsilon=3)).status_code == 200
     assert q.post(client, q.body(color, q.day(-3), epsilon="0.000001")).status_code == 429
 

@@ -75,7 +75,9 @@ def test_permission_matrix(q, principals, who):
         else:
             expected = (401,) if role is None else (403,)
             assert response.status_code in expected, (who, method, url, response.status_code, payload)
-            assert payload.get("code") in {"not_authenticated", "authentication_failed", "permission_denied"}, payload
+            codes = {"anonymous": "not_authenticated", "bad_token": "authentication_failed",
+                     "ingest_key": "wrong_credential_type"}
+            assert payload.get("code") == codes.get(who, "permission_denied"), payload
             assert payload.get("message"), payload
             assert _state() == before, (who, method, url)
 
@@ -110,5 +112,16 @@ def test_an_analyst_cannot_raise_their_own_budget(q, principals, analyst, color)
                       ("/api/v1/budgets/groups/analyst", {"daily_epsilon": 1000}),
                       ("/api/v1/budgets/partitions/color", {"lifetime_epsilon": 1000})]:
         assert _call(client, "PUT", url, body).status_code == 403
-    assert client.get("/api/v1/budgets/me").json()["daily_epsilon"] == "10"
+    assert client.get("/api/v1/budgets/me").json()["daily_epsilon"] == 10
     assert BudgetPolicy.objects.count() == 0 and PartitionCap.objects.count() == 0
+
+
+@pytest.mark.parametrize("url", ["/api/v1/queries", "/api/v1/budgets/me", "/api/v1/budgets", "/api/v1/releases"])
+def test_an_ingest_key_on_an_endpoint_for_people_is_told_so(q, principals, url):
+    """Not "credentials were not provided": the key was provided, and is the wrong kind of credential."""
+    clients, _, _ = principals
+    response = _call(clients["ingest_key"], "POST" if url.endswith("queries") else "GET", url,
+                     q.body("color", q.day(-1)))
+    assert response.status_code == 401 and response["WWW-Authenticate"] == "Token"
+    assert response.json()["code"] == "wrong_credential_type"
+    assert "ingest key" in response.json()["message"] and "Token" in response.json()["message"]

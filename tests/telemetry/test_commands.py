@@ -156,3 +156,23 @@ def test_create_metric_file_is_all_or_nothing(tmp_path):
     with pytest.raises(CommandError):
         run("create_metric", "--file", str(path))
     assert Metric.objects.count() == 0
+
+
+def test_create_metric_file_reads_definitions_as_the_api_does(tmp_path):
+    """ε as a numeric string is accepted, as by POST /metrics; a wrongly typed field names itself."""
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps([{"name": "os", "domain": ["linux", "mac"], "epsilon": "1.5"}]))
+    run("create_metric", "--file", str(path))
+    assert Metric.objects.get(name="os").epsilon == 1.5
+    path.write_text(json.dumps([{"name": "tz", "domain": ["a", "b"], "contribution_bound": "2"}]))
+    with pytest.raises(CommandError, match="invalid_metric: contribution_bound must be an integer"):
+        run("create_metric", "--file", str(path))
+
+
+def test_create_metric_file_with_a_nul_character_is_a_command_error(tmp_path):
+    """PostgreSQL cannot store NUL in text: refused before the database sees it (a DataError before)."""
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps([{"name": "ok", "domain": ["a", "b"]}, {"name": "os", "domain": ["li\u0000nux", "mac"]}]))
+    with pytest.raises(CommandError, match="nul_character"):
+        run("create_metric", "--file", str(path))
+    assert Metric.objects.count() == 0

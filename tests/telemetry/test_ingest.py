@@ -364,7 +364,7 @@ def test_a_new_metric_version_takes_over_items_without_a_version(make_metric, ke
     first = make_metric(name="shape", domain=("round", "square"))
     item = krr_item(metric="shape", value="round")
     assert item_codes(post_batch(envelope([item]), key)) == ["accepted"]
-    second = services.change_metric(name="shape", changes={"domain": ["round", "square", "flat"]})
+    second = services.change_metric(name="shape", domain=["round", "square", "flat"])
     assert item_codes(post_batch(envelope([item], client_id="client-2"), key)) == ["accepted"]
     assert sorted(Report.objects.values_list("metric_id", flat=True)) == sorted([first.id, second.id])
 

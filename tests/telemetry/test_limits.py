@@ -89,7 +89,7 @@ def test_bound_change_applies_to_new_version(make_metric, key):
 
     make_metric(bound=1)
     assert item_codes(post_batch(envelope([krr_item()], client_id="v"), key)) == ["accepted"]
-    services.change_metric(name="color", changes={"contribution_bound": 2})
+    services.change_metric(name="color", contribution_bound=2)
     response = post_batch(envelope([krr_item(), krr_item(), krr_item(), krr_item(version=1)], client_id="v"), key)
     assert item_codes(response) == ["accepted", "accepted", "contribution_bound_exceeded",
                                     "contribution_bound_exceeded"]

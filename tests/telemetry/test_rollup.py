@@ -207,7 +207,7 @@ def test_change_seen_late_by_another_worker_does_not_break_the_rollup(make_metri
     make_metric(name="color", domain=["red", "green", "blue"], bound=5)
     catalog.lookup("color")  # a worker that has the metric cached
     stale = (catalog._versions, catalog._by_id, catalog._loaded_at)
-    services.change_metric(name="color", changes={"domain": ["red", "green"]})
+    services.change_metric(name="color", domain=["red", "green"])
     catalog._versions, catalog._by_id, catalog._loaded_at = stale[0], stale[1], time.monotonic()
     response = post_batch(envelope([krr_item("color", "blue"), krr_item("color", "red")], client_id="s"), key)
     catalog.invalidate()  # the roll-up worker sees the current definition

@@ -3,8 +3,9 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from telemetry import services
 from deploy.api.errors import ApiError
+from deploy.api.parsing import reject_nul
+from telemetry import serializers, services
 
 
 class Command(BaseCommand):
@@ -34,8 +35,6 @@ class Command(BaseCommand):
             return services.create_metric(**definition)
         except ApiError as error:
             raise CommandError(f"{definition.get('name')}: {error.code}: {error.message}")
-        except TypeError as error:
-            raise CommandError(f"{definition.get('name')}: {error}")
 
     def _definitions(self, options) -> list[dict]:
         if options["file"]:
@@ -45,9 +44,11 @@ class Command(BaseCommand):
             except (OSError, json.JSONDecodeError) as error:
                 raise CommandError(f"cannot read {options['file']}: {error}")
             definitions = loaded if isinstance(loaded, list) else [loaded]
-            if not all(isinstance(d, dict) for d in definitions):
-                raise CommandError(f"{options['file']}: each metric definition must be a JSON object")
-            return definitions
+            try:  # the API's own checks: the same definition is accepted here and by POST /metrics
+                reject_nul(definitions, where=f"file {options['file']}")
+                return [serializers.metric_create_input(definition) for definition in definitions]
+            except ApiError as error:
+                raise CommandError(f"{options['file']}: {error.code}: {error.message}")
         if not options["name"] or not options["domain"]:
             raise CommandError("give NAME and --domain, or --file")
         return [{
