@@ -83,7 +83,7 @@ def epsilon_lower_bound(false_positives: int, negatives: int, false_negatives: i
         raise ValueError(f"delta must be in [0, 1), got {delta}")
     fpr_up = clopper_pearson_upper(false_positives, negatives, alpha / 2)
     fnr_up = clopper_pearson_upper(false_negatives, positives, alpha / 2)
-    # Kairouz, Oh & Viswanath, ICML 2015 (Thm. 2.1), as used by Jagielski et al., NeurIPS 2020 and Nasr et al., S&P 2021.
+    # Kairouz et al., ICML 2015, Thm. 2.1; the audit of Jagielski et al., NeurIPS 2020 and Nasr et al., S&P 2021.
     bounds = [math.log((1.0 - delta - first) / second)
               for first, second in ((fnr_up, fpr_up), (fpr_up, fnr_up))
               if 1.0 - delta - first > 0.0 and second > 0.0]

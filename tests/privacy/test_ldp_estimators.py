@@ -116,7 +116,8 @@ def test_95_percent_intervals_cover_the_truth_95_percent_of_the_time(name):
     truth = TRUE_COUNTS * COVERAGE_SCALE
     n = int(truth.sum())
     rng = np.random.default_rng([20_250_808, PROTOCOLS.index(name)])
-    support = rng.binomial(truth, oracle.p, (COVERAGE_DRAWS, K)) + rng.binomial(n - truth, oracle.q, (COVERAGE_DRAWS, K))
+    shape = (COVERAGE_DRAWS, K)
+    support = rng.binomial(truth, oracle.p, shape) + rng.binomial(n - truth, oracle.q, shape)
     estimates = np.array([oracle.estimate(row, n) for row in support])
     variances = np.array([oracle.variance(n, row) for row in estimates])
 

@@ -68,7 +68,8 @@ def worst_event(oracle, reports: np.ndarray, a: int, b: int) -> np.ndarray:
         return (reports[:, a] == 1) & (reports[:, b] == 0)
     if oracle.name == "olh":  # y is a's hash and not b's
         seeds, y = reports[:, 0], reports[:, 1]
-        return (y == olh_hash(seeds, np.full(len(y), a), oracle.g)) & (y != olh_hash(seeds, np.full(len(y), b), oracle.g))
+        hash_a, hash_b = (olh_hash(seeds, np.full(len(y), value), oracle.g) for value in (a, b))
+        return (y == hash_a) & (y != hash_b)
     return (reports == a).any(axis=1) & ~(reports == b).any(axis=1)  # ss: the set holds a, not b
 
 
