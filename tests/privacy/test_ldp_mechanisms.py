@@ -52,7 +52,7 @@ def test_krr_probabilities_match_the_service_constants():
 #
 # For inputs v and v' = V, V_PRIME, each protocol has an event of its output, decidable from the
 # report alone, whose probability under v is e^eps times that under v' (a union of worst-case
-# outputs: its ratio is the mechanism's largest). worst_event(name, oracle, reports, a, b) says
+# outputs: its ratio is the mechanism's largest). worst_event(oracle, reports, a, b) says
 # which reports fall in the event built for (a, b); claimed_rates gives the two probabilities the
 # oracle's p and q (and omega, g) claim for it.
 
