@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from privacy.auditing import binomial_acceptance_region, epsilon_lower_bound
 from privacy.ldp import KRR, OLH, OUE, PROTOCOLS, SubsetSelection, make_oracle, olh_hash
 
 N = 200_000
@@ -47,21 +48,106 @@ def test_krr_probabilities_match_the_service_constants():
     assert oracle.p + (oracle.k - 1) * oracle.q == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("name", PROTOCOLS)
-def test_every_protocol_is_epsilon_ldp_at_its_worst_output(name):
-    # For each oracle, the largest ratio P[output | x] / P[output | x'] over outputs is e^eps.
-    oracle = make_oracle(name, 20, 1.5)
-    p, q = oracle.p, oracle.q
-    if name == "oue":  # bits independent: worst output has the x bit 1, the x' bit 0
-        ratio = (p * (1 - q)) / (q * (1 - p))
-    elif name == "olh":  # g-ary RR on the hashed value
-        ratio = p / (1 / (math.exp(oracle.epsilon) + oracle.g - 1))
-    elif name == "ss":  # a set with x, without x'
-        w, k = oracle.omega, oracle.k
-        ratio = (p / math.comb(k - 1, w - 1)) / ((1 - p) / math.comb(k - 1, w))
+# --- epsilon-LDP of what randomize() outputs ----------------------------------------------------
+#
+# For inputs v and v' = V, V_PRIME, each protocol has an event of its output, decidable from the
+# report alone, whose probability under v is e^eps times that under v' (a union of worst-case
+# outputs: its ratio is the mechanism's largest). worst_event(oracle, reports, a, b) says
+# which reports fall in the event built for (a, b); claimed_rates gives the two probabilities the
+# oracle's p and q (and omega, g) claim for it.
+
+V, V_PRIME = 3, 11
+LDP_EPSILON = 1.5
+
+
+def worst_event(oracle, reports: np.ndarray, a: int, b: int) -> np.ndarray:
+    """Reports that point to a rather than b (one bool per report)."""
+    if oracle.name == "krr":  # the report is a
+        return reports == a
+    if oracle.name == "oue":  # a's bit set, b's clear
+        return (reports[:, a] == 1) & (reports[:, b] == 0)
+    if oracle.name == "olh":  # y is a's hash and not b's
+        seeds, y = reports[:, 0], reports[:, 1]
+        hash_a, hash_b = (olh_hash(seeds, np.full(len(y), value), oracle.g) for value in (a, b))
+        return (y == hash_a) & (y != hash_b)
+    return (reports == a).any(axis=1) & ~(reports == b).any(axis=1)  # ss: the set holds a, not b
+
+
+def claimed_rates(oracle) -> tuple[float, float]:
+    """(P[event | a], P[event | b]) from the oracle's claimed parameters."""
+    p, q, k = oracle.p, oracle.q, oracle.k
+    if oracle.name == "krr":
+        return p, q
+    if oracle.name == "oue":
+        return p * (1 - q), q * (1 - p)
+    if oracle.name == "olh":  # no hash collision of a and b (probability 1 - 1/g), then g-ary RR
+        distinct = 1 - 1 / oracle.g
+        return distinct * p, distinct * (1 - p) / (oracle.g - 1)
+    w = oracle.omega  # ss: under a, a kept and b not among the w - 1 others; under b, b dropped and a drawn
+    return p * (k - w) / (k - 1), (1 - p) * w / (k - 1)
+
+
+def weakened(oracle):
+    """The same protocol with a wrong p: the one for 2 eps (for OUE, symmetric unary encoding's p)."""
+    e, k = math.exp(2 * oracle.epsilon), oracle.k
+    if oracle.name == "krr":
+        wrong_p = e / (e + k - 1)
+    elif oracle.name == "oue":
+        wrong_p = math.exp(oracle.epsilon) / (math.exp(oracle.epsilon) + 1)
+    elif oracle.name == "olh":
+        wrong_p = e / (e + oracle.g - 1)
     else:
-        ratio = p / q
-    assert ratio == pytest.approx(math.exp(oracle.epsilon))
+        wrong_p = oracle.omega * e / (oracle.omega * e + k - oracle.omega)
+    cls = type(f"Weak{type(oracle).__name__}", (type(oracle),), {"p": property(lambda self: wrong_p)})
+    return cls(k, oracle.epsilon)
+
+
+def ldp_verdicts(claimed, mechanism) -> tuple[bool, bool, float]:
+    """(frequencies match the claims, CP lower bound <= claimed eps, that bound) for both directions.
+
+    N reports each from v and v' through ``mechanism.randomize``. The event for (v, v') and the one
+    for (v', v) are counted in both samples: four frequencies, each checked against its claimed
+    probability with an exact binomial acceptance region at ALPHA / 4 (Bonferroni: a correct
+    mechanism fails any of them with probability <= ALPHA). The distinguishing experiment on each
+    event gives a Clopper-Pearson lower bound on eps (privacy.auditing, level 1 - ALPHA): a correct
+    mechanism exceeds its eps with probability <= ALPHA.
+    """
+    samples = {v: mechanism.randomize(np.full(N, v)) for v in (V, V_PRIME)}
+    rate_a, rate_b = claimed_rates(claimed)
+    frequencies_match, bounds = True, []
+    for a, b in ((V, V_PRIME), (V_PRIME, V)):
+        hits_a = int(np.count_nonzero(worst_event(claimed, samples[a], a, b)))
+        hits_b = int(np.count_nonzero(worst_event(claimed, samples[b], a, b)))
+        for hits, rate in ((hits_a, rate_a), (hits_b, rate_b)):
+            low, high = binomial_acceptance_region(N, rate, ALPHA / 4)
+            frequencies_match &= low <= hits <= high
+        # Guess "a" on the event: false positives are hits under b, false negatives misses under a.
+        bounds.append(epsilon_lower_bound(hits_b, N, N - hits_a, N, alpha=ALPHA / 2))
+    return frequencies_match, max(bounds) <= claimed.epsilon, max(bounds)
+
+
+@pytest.mark.parametrize("name", PROTOCOLS)
+def test_every_protocols_outputs_are_epsilon_ldp_at_its_worst_event(name):
+    oracle = make_oracle(name, 20, LDP_EPSILON)
+    rate_a, rate_b = claimed_rates(oracle)
+    assert rate_a / rate_b == pytest.approx(math.exp(LDP_EPSILON))  # the claims are tight at eps
+    frequencies_match, within_epsilon, bound = ldp_verdicts(oracle, oracle)
+    assert frequencies_match
+    assert within_epsilon, bound
+    # The event is the worst one: the real outputs show most of eps (CP slack at N = 2e5 ~ 0.1).
+    assert bound > LDP_EPSILON - 0.2, bound
+
+
+@pytest.mark.parametrize("name", PROTOCOLS)
+def test_a_mechanism_with_the_wrong_p_fails_both_checks(name):
+    # Power: the same checks on a mechanism whose randomize() uses a wrong p. Its event ratio is
+    # e^(2 eps) (OUE: e^(2 eps) too), so the frequencies miss their claims by many standard
+    # errors and the lower bound lands near 2 eps, far above eps.
+    oracle = make_oracle(name, 20, LDP_EPSILON)
+    frequencies_match, within_epsilon, bound = ldp_verdicts(oracle, weakened(oracle))
+    assert not frequencies_match
+    assert not within_epsilon, bound
+    assert bound > 1.5 * LDP_EPSILON, bound
 
 
 @pytest.mark.parametrize("true_value", [0, 7, 19])
