@@ -14,7 +14,7 @@ from telemetry import queries, selectors, services
 from deploy.api.auth import IsAdmin, IsAnalyst, IsIngestKey, api_key_from_header
 from telemetry.auth import IngestKeyAuthentication, ingest_keys
 from deploy.api.errors import ApiError, error_response
-from telemetry.ingestion import ingest_batch
+from telemetry.ingest import ingest_batch
 from accounting.accountants import from_micro
 from telemetry.audit import verify_release
 from telemetry.models import IngestKey, Release
