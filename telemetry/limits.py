@@ -26,7 +26,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timezone
 from functools import lru_cache
 
 from django.conf import settings
@@ -91,6 +91,8 @@ return 1
 
 @dataclass(frozen=True)
 class Contribution:
+    """A (data day, metric) group of a batch's items, with the metric's bound m."""
+
     day: date
     metric_id: int
     bound: int
@@ -101,27 +103,10 @@ def _ttl_seconds() -> int:
     return (settings.PRIVACY["REPORT_MAX_AGE_DAYS"] + 2) * 86400
 
 
-def _pseudonym(secret: bytes, client_id: str) -> str:
-    return hmac.new(secret, client_id.encode(), hashlib.sha256).hexdigest()[:32]
-
-
-def _counter_keys(secret: bytes, client_id: str, item: Contribution) -> tuple[str, str]:
-    daily_key = f"lim:{item.day.isoformat()}:{_pseudonym(secret, client_id)}"
-    return daily_key, f"{daily_key}:{item.metric_id}"
-
-
-def group_contributions(items: list[Contribution]) -> tuple[list[Contribution], list[int]]:
-    """The distinct (day, metric) groups in first-seen order, and each item's group."""
-    position: dict[Contribution, int] = {}
-    groups: list[Contribution] = []
-    item_groups = []
-    for item in items:
-        group = position.get(item)
-        if group is None:
-            group = position[item] = len(groups)
-            groups.append(item)
-        item_groups.append(group)
-    return groups, item_groups
+def _daily_key(secret: bytes, client_id: str, day: date) -> str:
+    """The counter key of a client's reports on ``day``; ``<daily key>:<metric id>`` counts one metric."""
+    pseudonym = hmac.new(secret, client_id.encode(), hashlib.sha256).hexdigest()[:32]
+    return f"lim:{day.isoformat()}:{pseudonym}"
 
 
 def _decisions(out: bytes, count: int) -> list[int]:
@@ -131,6 +116,8 @@ def _decisions(out: bytes, count: int) -> list[int]:
 
 
 class RedisLimiter:
+    """The bounds in Redis, shared by every worker: one script run per batch."""
+
     def __init__(self, url: str) -> None:
         import redis
 
@@ -185,7 +172,7 @@ class RedisLimiter:
             position = day_position.get(group.day)
             if position is None:
                 position = day_position[group.day] = len(daily_keys)
-                daily_keys.append(f"lim:{group.day.isoformat()}:{_pseudonym(self._secret(group.day), client_id)}")
+                daily_keys.append(_daily_key(self._secret(group.day), client_id, group.day))
             group_days.append(position)
             metric_keys.append(f"{daily_keys[position]}:{group.metric_id}")
         return daily_keys, group_days, metric_keys
@@ -200,9 +187,6 @@ class RedisLimiter:
             args += [day_position + 1, metric_key, group.bound]
         args.append(struct.pack(f">{len(item_groups)}H", *item_groups))
         return _decisions(self._run_admit(args), len(item_groups))
-
-    def admit(self, client_id: str, items: list[Contribution]) -> list[int]:
-        return self.admit_groups(client_id, *group_contributions(items))
 
     def refund_groups(self, client_id: str, groups: list[Contribution], counts: list[int]) -> None:
         """Give back ``counts[g]`` admitted items of each group."""
@@ -219,38 +203,48 @@ class RedisLimiter:
         if args:
             self._refund(args=args)
 
-    def refund(self, client_id: str, items: list[Contribution]) -> None:
-        groups, item_groups = group_contributions(items)
-        counts = [0] * len(groups)
-        for group in item_groups:
-            counts[group] += 1
-        self.refund_groups(client_id, groups, counts)
-
 
 class LocalLimiter:
-    """The same bounds in this process's memory: for the single-process embedded default."""
+    """The same bounds and decisions in this process's memory: for the single-process embedded default."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._counts: dict[str, tuple[int, float]] = {}
+        self._counts: dict[str, tuple[int, float]] = {}  # key -> (count, expiry time)
         self._secrets: dict[date, bytes] = {}
 
     def _secret(self, day: date) -> bytes:
-        return self._secrets.setdefault(day, os.urandom(32))
+        secret = self._secrets.get(day)
+        if secret is None:
+            self._forget_expired()
+            secret = self._secrets[day] = os.urandom(32)
+        return secret
+
+    def _forget_expired(self) -> None:
+        """Drop the secrets and counters of days that can no longer receive reports (as Redis expires them)."""
+        now = time.time()
+        oldest = datetime.fromtimestamp(now - _ttl_seconds(), timezone.utc).date()
+        self._secrets = {day: secret for day, secret in self._secrets.items() if day >= oldest}
+        self._counts = {key: entry for key, entry in self._counts.items() if entry[1] > now}
+
+    def _group_keys(self, client_id: str, group: Contribution) -> tuple[str, str]:
+        daily_key = _daily_key(self._secret(group.day), client_id, group.day)
+        return daily_key, f"{daily_key}:{group.metric_id}"
 
     def _get(self, key: str, now: float) -> int:
         count, expires = self._counts.get(key, (0, 0.0))
         return count if expires > now else 0
 
-    def admit(self, client_id: str, items: list[Contribution]) -> list[int]:
+    def admit_groups(self, client_id: str, groups: list[Contribution], item_groups: list[int]) -> list[int]:
+        """Decide items in order, as RedisLimiter's script does."""
         cap, now, ttl = settings.PRIVACY["MAX_DAILY_CONTRIBUTIONS"], time.time(), _ttl_seconds()
         decisions = []
         with self._lock:
-            for item in items:
-                daily_key, metric_key = _counter_keys(self._secret(item.day), client_id, item)
+            keys = [self._group_keys(client_id, group) for group in groups]
+            for group in item_groups:
+                daily_key, metric_key = keys[group]
                 if self._get(daily_key, now) >= cap:
                     decisions.append(DAILY_LIMIT)
-                elif self._get(metric_key, now) >= item.bound:
+                elif self._get(metric_key, now) >= groups[group].bound:
                     decisions.append(METRIC_LIMIT)
                 else:
                     for key in (daily_key, metric_key):
@@ -258,20 +252,15 @@ class LocalLimiter:
                     decisions.append(ACCEPTED)
         return decisions
 
-    def admit_groups(self, client_id: str, groups: list[Contribution], item_groups: list[int]) -> list[int]:
-        return self.admit(client_id, [groups[g] for g in item_groups])
-
-    def refund(self, client_id: str, items: list[Contribution]) -> None:
-        now = time.time()
-        with self._lock:
-            for item in items:
-                for key in _counter_keys(self._secret(item.day), client_id, item):
-                    count, expires = self._counts.get(key, (0, 0.0))
-                    if count > 0:
-                        self._counts[key] = (count - 1, expires)
-
     def refund_groups(self, client_id: str, groups: list[Contribution], counts: list[int]) -> None:
-        self.refund(client_id, [group for group, count in zip(groups, counts) for _ in range(count)])
+        """Give back ``counts[g]`` admitted items of each group, never below zero."""
+        with self._lock:
+            for group, count in zip(groups, counts):
+                if count:
+                    for key in self._group_keys(client_id, group):
+                        current, expires = self._counts.get(key, (0, 0.0))
+                        if current > 0:
+                            self._counts[key] = (max(0, current - count), expires)
 
 
 @lru_cache(maxsize=1)

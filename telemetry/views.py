@@ -17,7 +17,7 @@ from deploy.api.auth import IsAdmin, IsAnalyst, IsIngestKey, api_key_from_header
 from telemetry.auth import IngestKeyAuthentication, ingest_keys
 from telemetry.catalog import partition_scope
 from deploy.api.errors import ApiError, error_response
-from telemetry.ingestion import ingest_batch
+from telemetry.ingest import ingest_batch
 
 
 @csrf_exempt

@@ -3,24 +3,157 @@
 The service runs on PostgreSQL in production and on SQLite for the embedded
 default. SQLite serializes writers with ``transaction_mode=IMMEDIATE``, so the
 advisory locks that PostgreSQL needs are no-ops there.
+
+:class:`LibpqSession` drives Django's PostgreSQL connection straight on libpq,
+for a hot path that sends a whole transaction as one simple query.
 """
 
 from __future__ import annotations
 
+import select
+
+import psycopg
 from django.db import connection
+from psycopg import pq
 
 
 def is_postgresql() -> bool:
     return connection.vendor == "postgresql"
 
 
+def advisory_xact_lock_call(key: int, *, shared: bool = False) -> str:
+    """The SQL call that takes a transaction-scoped advisory lock, for a statement of its own or a CTE."""
+    function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    return f"{function}({int(key)})"
+
+
 def advisory_xact_lock(key: int, *, shared: bool = False) -> None:
     """Take a transaction-scoped advisory lock (PostgreSQL); nothing on SQLite."""
     if not is_postgresql():
         return
-    function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {function}(%s)", [key])
+        cursor.execute(f"SELECT {advisory_xact_lock_call(key, shared=shared)}")
+
+
+_IDLE, _ACTIVE = pq.TransactionStatus.IDLE, pq.TransactionStatus.ACTIVE
+_OPEN = (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR)
+_ERRORS = (pq.ExecStatus.FATAL_ERROR, pq.ExecStatus.NONFATAL_ERROR, pq.ExecStatus.BAD_RESPONSE)
+OK, TUPLES, COPY_IN = pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COPY_IN
+
+
+class LibpqSession:
+    """A Django connection's libpq handle, driven without psycopg's or Django's per-statement machinery.
+
+    Blocking calls are PQexec and poll(), which release the GIL, so other
+    threads run while one waits on the server. Errors are psycopg's
+    exceptions under Django's ``wrap_database_errors``; :meth:`abort` leaves
+    the connection idle (rolled back) or closed, never inside a transaction.
+    """
+
+    def __init__(self, db) -> None:
+        self._db = db
+        self._pgconn = db.connection.pgconn
+
+    @staticmethod
+    def usable(db) -> bool:
+        """True when ``db`` is PostgreSQL, connected, and idle in autocommit (no caller's transaction)."""
+        if db.vendor != "postgresql" or db.in_atomic_block or not db.get_autocommit():
+            return False
+        return db.connection.pgconn.transaction_status == _IDLE
+
+    def literal(self, text: bytes) -> str:
+        """``text`` as an SQL string literal, escaped by libpq."""
+        return pq.Escaping(self._pgconn).escape_literal(text).decode()
+
+    def _wait(self, events: int) -> None:
+        poller = select.poll()
+        poller.register(self._pgconn.socket, events)
+        poller.poll()  # releases the GIL
+
+    def _flush(self) -> None:
+        pgconn = self._pgconn
+        while pgconn.flush():  # 1: more to send (nonblocking connection)
+            self._wait(select.POLLOUT | select.POLLIN)
+            pgconn.consume_input()
+
+    def _results(self) -> list:
+        """The results of the query in flight, up to its end or to a COPY waiting for rows."""
+        pgconn, results = self._pgconn, []
+        while True:
+            while pgconn.is_busy():
+                self._wait(select.POLLIN)
+                pgconn.consume_input()
+            result = pgconn.get_result()
+            if result is None:
+                return results
+            results.append(result)
+            if result.status == COPY_IN:
+                return results
+
+    @staticmethod
+    def _check(results: list, expected: tuple) -> list:
+        statuses = [result.status for result in results]
+        if statuses != list(expected):
+            failed = next((r for r in results if r.status in _ERRORS), None)
+            if failed is not None:
+                raise psycopg.errors.error_from_result(failed, encoding="utf-8")
+            raise psycopg.OperationalError(f"unexpected results {[pq.ExecStatus(s).name for s in statuses]}")
+        return results
+
+    def send(self, sql: str, *expected: int, reads: int = 1) -> list:
+        """Send ``sql`` (statements joined by ';') and read ``reads`` result runs: they must have ``expected``
+        statuses. A query ending in ``COPY ... FROM STDIN`` stops there, the server waiting for rows."""
+        with self._db.wrap_database_errors:
+            self._pgconn.send_query(sql.encode())
+            self._flush()
+            results = []
+            for _ in range(reads):
+                results += self._results()
+            return self._check(results, expected)
+
+    def copy(self, data: bytes, *expected: int, reads: int = 2) -> list:
+        """Send the rows of the COPY the server waits in, end it, and read ``reads`` result runs (COPY's own
+        result ends a run): they must have ``expected`` statuses."""
+        pgconn = self._pgconn
+        with self._db.wrap_database_errors:
+            while not pgconn.put_copy_data(data):  # 0: libpq's buffer is full
+                self._wait(select.POLLOUT)
+                pgconn.flush()
+            while not pgconn.put_copy_end(None):
+                self._wait(select.POLLOUT)
+                pgconn.flush()
+            self._flush()
+            results = []
+            for _ in range(reads):
+                results += self._results()
+            return self._check(results, expected)
+
+    def execute(self, sql: str, *expected: int) -> list:
+        """Run ``sql`` and wait for it (PQexec): one statement, or the last statement's result."""
+        with self._db.wrap_database_errors:
+            return self._check([self._pgconn.exec_(sql.encode())], expected)
+
+    def require_commit(self, results: list) -> None:
+        """Raise unless the last of a query's results is its COMMIT's (a failed transaction answers ROLLBACK)."""
+        if results[-1].command_status != b"COMMIT":
+            with self._db.wrap_database_errors:
+                raise psycopg.OperationalError("the transaction did not commit")
+
+    def abort(self) -> None:
+        """Whatever state the query is in, leave the connection idle or closed."""
+        pgconn = self._pgconn
+        try:
+            if pgconn.transaction_status == _ACTIVE:  # the server waits in a COPY, or is still working
+                if self._results() and pgconn.transaction_status == _ACTIVE:
+                    pgconn.put_copy_end(b"aborted")
+                    self._flush()
+                    self._results()
+            if pgconn.transaction_status in _OPEN:
+                pgconn.exec_(b"ROLLBACK")
+        except Exception:  # noqa: BLE001 - the connection is closed below instead
+            pass
+        if pgconn.transaction_status != _IDLE:
+            self._db.close()
 
 
 def insert_binary(instance) -> None:
@@ -31,8 +164,6 @@ def insert_binary(instance) -> None:
     if not is_postgresql():
         instance.save(force_insert=True)
         return
-    import psycopg
-
     fields = instance._meta.concrete_fields
     values = [field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields]
     quote = connection.ops.quote_name

@@ -15,19 +15,18 @@ import uuid
 from datetime import datetime, timezone
 from functools import lru_cache
 
-from psycopg import pq
-
 import numpy as np
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.http import HttpResponse
 from django.urls import include, path
 from django.views.decorators.csrf import csrf_exempt
 
+from deploy.api.db import OK, LibpqSession
 from deploy.urls import handler404, handler500  # noqa: F401
-from telemetry import ingestion
 from telemetry.catalog import catalog
+from telemetry.ingest.libpq_store import LibpqStore, claim_statement
+from telemetry.ingest.store import BatchHeader
 from telemetry.models import IngestKey
-from telemetry.rollup import INGEST_FENCE_LOCK
 
 FLOOR_METRIC = "bench_krr"  # tests/benchmarks/bench_ingest.py's metric
 _FLOOR_REGIONS = ("US", "DE", "FR", "JP", "BR", "")
@@ -59,14 +58,9 @@ def _floor_request(request):
 @csrf_exempt
 def storage_floor(request):
     key_id, rows, db = _floor_request(request)
-    batch = ingestion._LibpqBatch(db)
-    envelope = ingestion._Envelope(uuid.uuid4(), "", rows, "0" * 64)
-    try:
-        batch.begin(envelope, key_id, [], copy=True)
-        batch.finish(rows)
-    except BaseException:
-        batch.abort()
-        raise
+    with LibpqStore(db, BatchHeader(uuid.uuid4(), key_id, "0" * 64, len(rows))) as store:
+        store.claim([], has_rows=True)
+        store.commit(rows, [])
     return HttpResponse(b'{"ok":true}', content_type="application/json")
 
 
@@ -74,23 +68,20 @@ def storage_floor(request):
 # would cost if reports were kept as columnar blocks (not what ships). bench_ingest.py creates it.
 BLOCK_TABLE = ("CREATE TABLE bench_report_block"
                " (id bigserial PRIMARY KEY, day date NOT NULL, reports int NOT NULL, packed bytea NOT NULL)")
-_BLOCK_SQL = (
-    "BEGIN; WITH fence AS (SELECT pg_advisory_xact_lock_shared(%d))"
-    " INSERT INTO telemetry_batch (batch_id, ingest_key_id, body_digest, item_count, rejections, received_at)"
-    " SELECT '%s'::uuid, %d, '%s', 100, '[]'::jsonb, now() FROM fence ON CONFLICT (batch_id) DO NOTHING RETURNING true;"
-    " INSERT INTO bench_report_block (day, reports, packed) VALUES ('%s', %d, '\\x%s'::bytea); COMMIT"
-)
+_BLOCK_SQL = "BEGIN; %s; INSERT INTO bench_report_block (day, reports, packed) VALUES ('%s', %d, '\\x%s'::bytea); COMMIT"
 
 
 @csrf_exempt
 def storage_floor_block(request):
     key_id, rows, db = _floor_request(request)
     packed = np.array([row[3] for row in rows], dtype="<i2").tobytes().hex()
-    sql = _BLOCK_SQL % (INGEST_FENCE_LOCK, uuid.uuid4(), key_id, "0" * 64, rows[0][1].isoformat(), len(rows), packed)
-    with db.wrap_database_errors:
-        result = db.connection.pgconn.exec_(sql.encode())  # the last result: COMMIT's
-    if result.status != pq.ExecStatus.COMMAND_OK:
-        raise RuntimeError(result.error_message.decode())
+    claim = claim_statement(BatchHeader(uuid.uuid4(), key_id, "0" * 64, len(rows)), "'[]'", datetime.now(timezone.utc))
+    session = LibpqSession(db)
+    try:
+        session.require_commit(session.execute(_BLOCK_SQL % (claim, rows[0][1].isoformat(), len(rows), packed), OK))
+    except BaseException:
+        session.abort()
+        raise
     return HttpResponse(b'{"ok":true}', content_type="application/json")
 
 

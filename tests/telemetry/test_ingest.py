@@ -16,7 +16,7 @@ from django.test import Client
 
 from privacy.ldp import make_oracle
 from telemetry.catalog import catalog
-from telemetry.ingestion import REJECTION_MESSAGES
+from telemetry.ingest import REJECTION_MESSAGES
 from telemetry.models import Batch, Report
 from telemetry.rollup import advance_rollup
 from telemetry.selectors import observed_counts
@@ -133,6 +133,41 @@ def test_bad_envelope_is_rejected_whole_and_writes_nothing(color, key, body, sta
     assert row_counts() == before
 
 
+NUL_PLACES = [
+    pytest.param(lambda body: body.update(client_id="client\x00one"), id="client_id"),
+    pytest.param(lambda body: body.update(batch_id=body["batch_id"] + "\x00"), id="batch_id"),
+    pytest.param(lambda body: body["reports"][1].update(metric="col\x00or"), id="metric"),
+    pytest.param(lambda body: body["reports"][1].update(value="red\x00"), id="value"),
+    pytest.param(lambda body: body["reports"][1].update(region="U\x00"), id="region"),
+    pytest.param(lambda body: body["reports"][1].update(day=day_str() + "\x00"), id="day"),
+    pytest.param(lambda body: body["reports"][1].update(payload="0\x001"), id="payload"),
+    pytest.param(lambda body: body["reports"][1].update({"note\x00": 1}), id="field-name"),
+    pytest.param(lambda body: body["reports"][1].update(value=[[["\x00"]]]), id="nested"),
+]
+
+
+@pytest.mark.parametrize("put_nul", NUL_PLACES)
+def test_nul_character_anywhere_is_rejected_whole_and_writes_nothing(color, key, put_nul):
+    """PostgreSQL text cannot hold NUL: a batch with one, in any string, is a 400 before anything is counted."""
+    body = envelope([krr_item(value="green"), krr_item(value="red", day=day_str(-1))], client_id="client-nul")
+    put_nul(body)
+    before = row_counts()
+    response = post_batch(body, key)
+    assert response.status_code == 400, response.content
+    assert response.json()["code"] == "nul_character"
+    assert row_counts() == before
+    again = post_batch(envelope([krr_item(value="green"), krr_item(value="red", day=day_str(-1))],
+                                client_id="client-nul"), key)
+    assert item_codes(again) == ["accepted", "accepted"]  # the refused batch took nothing from the limits
+
+
+def test_an_escaped_backslash_before_u0000_is_text_not_nul(color, key):
+    """The JSON text \\u0000 is a backslash and 'u0000', not NUL."""
+    body = envelope([krr_item()], client_id="client\\u0000one")
+    assert b"\\\\u0000" in orjson.dumps(body)
+    assert item_codes(post_batch(body, key)) == ["accepted"]
+
+
 def test_client_id_of_maximum_length_is_accepted(color, key):
     response = post_batch(envelope([krr_item()], client_id="x" * 256), key)
     assert response.status_code == 200
@@ -199,11 +234,11 @@ BAD_ITEMS = [
     # unknown_metric_version
     pytest.param({"metric": "color", "version": 2, "value": "red", "day": "TODAY"}, "unknown_metric_version",
                  id="version-2"),
-    pytest.param({"metric": "color", "version": 0, "value": "red", "day": "TODAY"}, "unknown_metric_version",
+    pytest.param({"metric": "color", "version": 0, "value": "red", "day": "TODAY"}, "invalid_version",
                  id="version-0"),
-    pytest.param({"metric": "color", "version": "1", "value": "red", "day": "TODAY"}, "unknown_metric_version",
+    pytest.param({"metric": "color", "version": "1", "value": "red", "day": "TODAY"}, "invalid_version",
                  id="version-string"),
-    pytest.param({"metric": "color", "version": True, "value": "red", "day": "TODAY"}, "unknown_metric_version",
+    pytest.param({"metric": "color", "version": True, "value": "red", "day": "TODAY"}, "invalid_version",
                  id="version-bool"),
     # value_out_of_domain
     pytest.param({"metric": "color", "value": "purple", "day": "TODAY"}, "value_out_of_domain", id="value-purple"),
@@ -555,3 +590,94 @@ def test_round_trip_keeps_regions_and_days_apart(make_metric, key):
     assert len(total) == 1 and total[0].reports == 4 and total[0].support.tolist() == [2, 2]
     assert metric.id == spec.id
     assert Counter(Report.objects.values_list("region", flat=True)) == {"US": 2, "FR": 1, "": 1}
+
+
+# --------------------------------------------------------------------------- the two stores
+# Serving (autocommit) goes through LibpqStore; a caller's open transaction through OrmStore.
+
+
+def _ingest_through(store: str, monkeypatch, ingest_key_id: int, body: dict):
+    """ingest_batch, checked to have used ``store``: inside a transaction of the caller's for OrmStore."""
+    from django.db import transaction
+
+    from telemetry.ingest import ingest_batch, orchestration
+
+    used = []
+    open_store = orchestration._open_store
+
+    def spy(header):
+        used.append(open_store(header))
+        return used[-1]
+
+    with monkeypatch.context() as patch:
+        patch.setattr(orchestration, "_open_store", spy)
+        try:
+            if store == "OrmStore":
+                with transaction.atomic():
+                    return ingest_batch(ingest_key_id=ingest_key_id, body=orjson.dumps(body))
+            return ingest_batch(ingest_key_id=ingest_key_id, body=orjson.dumps(body))
+        finally:
+            assert [type(s).__name__ for s in used] == [store]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("store", ["LibpqStore", "OrmStore"])
+def test_each_store_claims_limits_replays_and_conflicts_alike(make_metric, ingest_key, monkeypatch, store):
+    from deploy.api.errors import ApiError
+
+    make_metric(bound=2)
+    key_id = ingest_key[0].id
+
+    def ingest(body):
+        return _ingest_through(store, monkeypatch, key_id, body)
+
+    def codes(result):
+        return [item.get("code", "accepted") for item in orjson.loads(result.to_json())["items"]]
+
+    first = envelope([krr_item(value="red"), krr_item(metric="nope"), krr_item(value="green"), krr_item()],
+                     client_id="stores")
+    answer = ingest(first)  # the limits reject an item: the record is claimed with their rejection too
+    assert codes(answer) == ["accepted", "unknown_metric", "accepted", "contribution_bound_exceeded"]
+    assert not answer.replayed
+    replay = ingest(first)
+    assert replay.replayed and replay.to_json() == answer.to_json()
+    over = ingest(envelope([krr_item(), krr_item(day=day_str(-1))], client_id="stores"))  # one row left
+    assert codes(over) == ["contribution_bound_exceeded", "accepted"]
+    none_left = ingest(envelope([krr_item()], client_id="stores"))  # every row rejected by the limits
+    assert codes(none_left) == ["contribution_bound_exceeded"]
+    no_rows = envelope([krr_item(metric="nope")], client_id="stores")
+    assert codes(ingest(no_rows)) == ["unknown_metric"] and ingest(no_rows).replayed
+    with pytest.raises(ApiError) as conflict:
+        ingest(dict(first, reports=[krr_item()]))
+    assert conflict.value.code == "batch_id_conflict"
+    stored = Batch.objects.get(batch_id=first["batch_id"])
+    assert [tuple(r) for r in stored.rejections] == [(1, "unknown_metric"), (3, "contribution_bound_exceeded")]
+    assert row_counts() == (4, 3)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("store", ["LibpqStore", "OrmStore"])
+def test_a_failed_write_stores_nothing_and_gives_the_limits_back(make_metric, ingest_key, monkeypatch, store):
+    from django.db import DatabaseError
+
+    from telemetry.ingest import orchestration
+
+    make_metric(bound=1)
+    key_id = ingest_key[0].id
+    validate = orchestration.validate_items
+
+    def too_long_regions(reports):
+        valid = validate(reports)
+        valid.rows[:] = [row[:2] + ("XYZ",) + row[3:] for row in valid.rows]  # the column holds 2 characters
+        return valid
+
+    body = envelope([krr_item(), krr_item(day=day_str(-1))], client_id="fails")
+    with monkeypatch.context() as patch:
+        patch.setattr(orchestration, "validate_items", too_long_regions)
+        with pytest.raises(DatabaseError):
+            _ingest_through(store, monkeypatch, key_id, body)
+    assert row_counts() == (0, 0)
+    # the limits admitted both items, then took them back; the connection is usable again
+    answer = _ingest_through(store, monkeypatch, key_id, body)
+    assert not answer.replayed and answer.rejections == []
+    assert row_counts() == (1, 2)

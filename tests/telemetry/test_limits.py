@@ -274,3 +274,34 @@ def test_concurrent_duplicates_leave_counters_equal_to_stored_rows(make_metric, 
     stored = Report.objects.filter(metric=metric).count()
     response = post_batch(envelope([krr_item(), krr_item(), krr_item()], client_id="racing-dup"), key)
     assert response.json()["accepted"] == 3 - stored
+
+
+# --------------------------------------------------------------------------- the in-process limiter
+
+
+def test_local_limiter_decides_and_refunds_as_the_redis_one(settings):
+    """The embedded default's limiter gives the Redis script's decisions, item by item, refunds included."""
+    import random
+
+    from telemetry.limits import Contribution, LocalLimiter, RedisLimiter
+
+    settings.PRIVACY = {**settings.PRIVACY, "MAX_DAILY_CONTRIBUTIONS": 7}
+    local, shared = LocalLimiter(), RedisLimiter(settings.REDIS_URL)
+    rng = random.Random(11)  # test data only
+    days = [today() - timedelta(days=d) for d in range(3)]
+    decided = set()
+    for step in range(300):
+        client = f"client-{rng.randrange(3)}"
+        pairs = dict.fromkeys((rng.choice(days), rng.randrange(1, 5)) for _ in range(rng.randrange(1, 4)))
+        groups = [Contribution(day, metric_id, bound=metric_id % 3 + 1) for day, metric_id in pairs]
+        item_groups = [rng.randrange(len(groups)) for _ in range(rng.randrange(1, 6))]
+        answers = [limiter.admit_groups(client, groups, item_groups) for limiter in (local, shared)]
+        assert answers[0] == answers[1], step
+        decided.update(answers[0])
+        if rng.random() < 0.3:  # give back what this call admitted, as a failed transaction does
+            admitted = [0] * len(groups)
+            for group, decision in zip(item_groups, answers[0]):
+                admitted[group] += decision == 0
+            for limiter in (local, shared):
+                limiter.refund_groups(client, groups, admitted)
+    assert decided == {0, 1, 2}  # accepted, daily cap and metric bound all occurred
