@@ -19,7 +19,7 @@ from telemetry.models import IngestKey, Metric, Report
 from telemetry.rollup import advance_rollup
 from telemetry.selectors import observed_counts
 
-from _telemetry_helpers import day_str, envelope, item_codes, krr_item, post_batch, today
+from helpers import day_str, envelope, item_codes, krr_item, post_batch, today
 
 METRIC_BODY = {"name": "newmetric", "domain": ["x", "y"], "epsilon": 1.0, "protocol": "krr"}
 
