@@ -5,7 +5,8 @@ need nothing running and pass with no ``DATABASE_URL`` or ``REDIS_URL`` at all. 
 that uses the database (the ``django_db`` mark, or the ``db`` family of fixtures) needs
 the machine's real PostgreSQL and Redis, which ``deploy/test.sh`` points
 ``DATABASE_URL`` and ``REDIS_URL`` at. When they are missing such a test is skipped
-with the reason, except under ``CI=true``, where it fails (ARCHITECTURE.md).
+with the reason, except under ``CI=true``, where it fails (ARCHITECTURE.md). A test that
+needs Redis but not the database requests the ``postgres_and_redis`` fixture.
 
 The helpers themselves live in ``tests/helpers.py`` (importable as ``helpers``: pytest
 puts ``tests/`` on ``sys.path`` for this conftest). The ``q`` fixture is that module.
@@ -19,9 +20,9 @@ from urllib.parse import urlparse
 
 import pytest
 
-_DATABASE_FIXTURES = frozenset(
-    {"db", "transactional_db", "django_db_reset_sequences", "django_db_serialized_rollback", "live_server"}
-)
+# Requesting any of these (directly or through another fixture) means the test needs the services.
+_SERVICE_FIXTURES = frozenset({"db", "transactional_db", "django_db_reset_sequences", "django_db_serialized_rollback",
+                               "live_server", "postgres_and_redis"})
 
 
 def _in_ci() -> bool:
@@ -52,7 +53,7 @@ def _service_problems() -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def services() -> None:
+def postgres_and_redis() -> None:
     """PostgreSQL and Redis are up. Otherwise the test skips, or fails when CI=true.
 
     Session-scoped: checked once; pytest repeats the outcome for every later test that needs them.
@@ -65,23 +66,23 @@ def services() -> None:
 
 
 @pytest.fixture(scope="session")
-def django_db_setup(services, django_db_setup):
-    """pytest-django's test database, made only after ``services`` has found PostgreSQL and Redis up."""
+def django_db_setup(postgres_and_redis, django_db_setup):
+    """pytest-django's test database, made only after ``postgres_and_redis`` has found PostgreSQL and Redis up."""
     return django_db_setup
 
 
 def _needs_services(request) -> bool:
-    return request.node.get_closest_marker("django_db") is not None or not _DATABASE_FIXTURES.isdisjoint(
+    return request.node.get_closest_marker("django_db") is not None or not _SERVICE_FIXTURES.isdisjoint(
         request.fixturenames
     )
 
 
 @pytest.fixture(autouse=True)
 def _fresh_process_state(request) -> None:
-    """A test that uses the database starts with empty in-process caches and an empty Redis test database."""
+    """A test that uses the services starts with empty in-process caches and an empty Redis test database."""
     if not _needs_services(request):
         return
-    request.getfixturevalue("services")
+    request.getfixturevalue("postgres_and_redis")
     import redis
     from django.conf import settings
 
