@@ -62,7 +62,7 @@ def oue(bits: str, region: str) -> dict:
 
 
 def report_rows() -> int:
-    from telemetry.models import Report  # noqa: PLC0415 (apps are ready only after django.setup())
+    from telemetry.models import Report
 
     return Report.objects.count()
 
