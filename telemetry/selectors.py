@@ -9,7 +9,6 @@ import numpy as np
 import psycopg
 from django.db import connection
 
-from privacy.ldp import confidence_intervals, norm_sub
 from deploy.api.errors import ApiError
 from telemetry.catalog import MetricSpec, catalog
 from telemetry.models import IngestKey, Metric, Release
@@ -25,16 +24,6 @@ class ObservedCell:
     region: str | None
     reports: int
     support: np.ndarray
-
-
-@dataclass
-class EstimatedCell:
-    day: date | None
-    region: str | None
-    reports: int
-    estimates: np.ndarray
-    low: np.ndarray
-    high: np.ndarray
 
 
 def _cell_key(day: date, region: str, group_by: tuple[str, ...]) -> tuple:
@@ -147,32 +136,6 @@ def observed_counts(spec: MetricSpec, start: date, end: date, group_by: tuple[st
             cell.reports += reports
             cell.support += support
     return sorted(cells.values(), key=lambda c: (c.day or date.min, c.region or ""))
-
-
-def ldp_estimates(
-    spec: MetricSpec,
-    start: date,
-    end: date,
-    group_by: tuple[str, ...] = (),
-    *,
-    consistent: bool = True,
-    confidence: float = 0.95,
-    simultaneous: bool = False,
-) -> list[EstimatedCell]:
-    """Debiased per-value counts with intervals from the estimator's variance.
-
-    ``consistent`` applies Norm-Sub (non-negative, summing to n); the intervals
-    come from the unbiased estimator's variance either way.
-    """
-    oracle = spec.oracle
-    cells = []
-    for cell in observed_counts(spec, start, end, group_by):
-        raw = oracle.estimate(cell.support, cell.reports)
-        variance = oracle.variance(cell.reports, raw)
-        low, high = confidence_intervals(raw, variance, confidence=confidence, simultaneous=simultaneous)
-        estimates = norm_sub(raw, cell.reports) if consistent else raw
-        cells.append(EstimatedCell(cell.day, cell.region, cell.reports, estimates, low, high))
-    return cells
 
 
 def current_metrics():

@@ -19,7 +19,7 @@ from telemetry.models import IngestKey, Metric, Report
 from telemetry.rollup import advance_rollup
 from telemetry.selectors import observed_counts
 
-from _telemetry_helpers import day_str, envelope, item_codes, krr_item, post_batch, today
+from helpers import day_str, envelope, item_codes, krr_item, post_batch, today
 
 METRIC_BODY = {"name": "newmetric", "domain": ["x", "y"], "epsilon": 1.0, "protocol": "krr"}
 
@@ -419,7 +419,9 @@ def test_concurrent_changes_of_a_metric_with_reports_make_distinct_versions(make
     for thread in threads:
         thread.join(30)
     assert not errors, errors
-    # Four different ε, each unlike the current version's: every change makes its own version.
-    assert sorted(versions) == [2, 3, 4, 5]
-    assert sorted(Metric.objects.filter(name="color").values_list("version", flat=True)) == [1, 2, 3, 4, 5]
+    # the four changes serialize on the metric's first row: each makes the next version, none is lost
+    stored = dict(Metric.objects.filter(name="color").values_list("version", "epsilon"))
+    assert sorted(stored) == [1, 2, 3, 4, 5]
+    assert all(isinstance(v, int) for v in versions) and sorted(versions) == [2, 3, 4, 5], versions
+    assert sorted(stored[v] for v in (2, 3, 4, 5)) == pytest.approx([1.0, 1.1, 1.2, 1.3])
     assert Metric.objects.get(name="color", version=1).epsilon == 2.0

@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 from deploy.api.auth import hash_key
 from telemetry.models import IngestKey, Metric
 
-from _telemetry_helpers import envelope, item_codes, krr_item, post_batch
+from helpers import envelope, item_codes, krr_item, post_batch
 
 pytestmark = pytest.mark.django_db
 

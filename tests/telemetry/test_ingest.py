@@ -21,7 +21,7 @@ from telemetry.models import Batch, Report
 from telemetry.rollup import advance_rollup
 from telemetry.selectors import observed_counts
 
-from _telemetry_helpers import (
+from helpers import (
     day_str,
     envelope,
     item_codes,

@@ -15,7 +15,7 @@ from django.db import connection, connections
 
 from telemetry.models import Report
 
-from _telemetry_helpers import day_str, envelope, item_codes, krr_item, post_batch, post_raw, run_threads, today
+from helpers import day_str, envelope, item_codes, krr_item, post_batch, post_raw, run_threads, today
 
 CAP = settings.PRIVACY["MAX_DAILY_CONTRIBUTIONS"]
 MAX_AGE = settings.PRIVACY["REPORT_MAX_AGE_DAYS"]

@@ -15,7 +15,7 @@ from telemetry.catalog import catalog
 from telemetry.models import ObservedCounts, Report, RollupWatermark
 from telemetry.rollup import advance_rollup
 
-from _telemetry_helpers import day_str, envelope, krr_item, post_batch
+from helpers import day_str, envelope, krr_item, post_batch
 
 
 def _observed() -> dict:
