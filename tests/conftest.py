@@ -151,3 +151,11 @@ def ingest_key(db, q):
 def key(ingest_key) -> str:
     """The plaintext of ``ingest_key``."""
     return ingest_key[1]
+
+
+@pytest.fixture
+def short_region_axis(settings):
+    """Keep grids small: the region axis is ("", "DE", "US")."""
+    from helpers import REGIONS
+
+    settings.PRIVACY = {**settings.PRIVACY, "REGIONS": list(REGIONS)}

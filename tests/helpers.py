@@ -21,7 +21,7 @@ import orjson
 REPORTS_URL = "/api/v1/reports"
 QUERIES_URL = "/api/v1/queries"
 
-# The short region axis the query tests set (tests/queries/conftest.py): grids stay small.
+# The short region axis the query tests set (tests/conftest.py: short_region_axis): grids stay small.
 REGIONS = ("DE", "US")
 axis = ("",) + tuple(sorted(REGIONS))  # the grid's region axis, as telemetry.regions.region_axis() builds it
 
