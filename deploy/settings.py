@@ -129,8 +129,15 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {"federation.tasks.*": {"queue": "training"}}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_ALWAYS_EAGER = _env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+# The roll-up folds staged reports into counts and deletes them: a staged batch is linkable to its
+# batch record for at most this long (the staging window, docs/privacy.md), so it is bounded.
+ROLLUP_INTERVAL_S = int(os.environ.get("ROLLUP_INTERVAL_S", "30"))
+MAX_ROLLUP_INTERVAL_S = 300
+if not 1 <= ROLLUP_INTERVAL_S <= MAX_ROLLUP_INTERVAL_S:
+    raise ImproperlyConfigured(f"ROLLUP_INTERVAL_S must be in [1, {MAX_ROLLUP_INTERVAL_S}] seconds (the staging window).")
 CELERY_BEAT_SCHEDULE = {
-    "advance-rollup": {"task": "telemetry.tasks.advance_rollup", "schedule": timedelta(seconds=30)},
+    "advance-rollup": {"task": "telemetry.tasks.advance_rollup", "schedule": timedelta(seconds=ROLLUP_INTERVAL_S)},
+    "expire-limits": {"task": "telemetry.tasks.expire_limits", "schedule": timedelta(hours=1)},
 }
 
 # Privacy constants (the spec's PRIVACY block); see docs/privacy.md.

@@ -1,9 +1,10 @@
-"""Metric catalog, ingest keys, and the insert-only report store.
+"""Metric catalog, ingest keys, staged reports, counts, and releases.
 
-Reports carry no client identifier (ARCHITECTURE.md, invariant 1) and no link
-to the batch that brought them. ``ObservedCounts`` is a roll-up of the reports
-up to ``RollupWatermark.report_id``; it is advanced by one writer at a time, so
-the ingest path never touches a shared counter row.
+Aggregate, then discard (docs/privacy.md, "Storage"): ingest stages each batch's
+reports per metric (``StagedReports``), carrying no client identifier; the
+periodic roll-up folds them into ``ObservedCounts`` (the current totals) and
+``CountDelta`` (what each ``RollupEpoch`` added, append-only), then deletes them.
+Per-client limits live in ``ClientCounter`` under a daily secret, and expire.
 """
 
 import uuid
@@ -72,26 +73,20 @@ class Batch(models.Model):
     received_at = models.DateTimeField(default=timezone.now)
 
 
-class Report(models.Model):
-    """One randomized report. Insert-only.
+class StagedReports(models.Model):
+    """One batch's admitted reports of one metric, packed (:mod:`telemetry.staging`), until the roll-up
+    folds them into counts and deletes the row.
 
-    k-RR reports keep the reported value's index in ``value``; the other
-    protocols keep their packed encoding in ``payload``. ``metric`` has no
-    database-level foreign-key constraint, to keep the constraint trigger off
-    the bulk COPY path; metrics are never deleted (PROTECT everywhere else).
+    It holds no client id, no batch id and no time. Only the transaction that wrote it
+    ties it to its batch record (PostgreSQL's ``xmin``), and that tie ends when the roll-up
+    deletes the row: within ``ROLLUP_INTERVAL_S`` of its commit (the staging window,
+    docs/privacy.md). ``metric`` has no database-level constraint, to keep its trigger
+    off the ingest path; metrics are never deleted.
     """
 
     id = models.BigAutoField(primary_key=True)
     metric = models.ForeignKey(Metric, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False)
-    day = models.DateField()
-    # On PostgreSQL the column has the "C" collation (migration 0004): the index compares
-    # region codes as bytes instead of through the locale's strcoll.
-    region = models.CharField(max_length=2, blank=True, default="")
-    value = models.SmallIntegerField(null=True)
-    payload = models.BinaryField(null=True)
-
-    class Meta:
-        indexes = [models.Index(fields=["metric", "day", "region", "value"], name="report_metric_day_region")]
+    payload = models.BinaryField()
 
 
 class ObservedCounts(models.Model):
@@ -111,11 +106,59 @@ class ObservedCounts(models.Model):
         constraints = [models.UniqueConstraint(fields=["metric", "day", "region"], name="observed_metric_day_region")]
 
 
-class RollupWatermark(models.Model):
-    """Singleton: every report with ``id <= report_id`` is in ObservedCounts."""
+class RollupEpoch(models.Model):
+    """One completed roll-up: the data version of the releases computed on its counts.
 
-    report_id = models.BigIntegerField(default=0)
-    advanced_at = models.DateTimeField(default=timezone.now)
+    ``token`` is what analysts see of it (``data_version``): random, so it says
+    nothing about how much data there is. A roll-up makes an epoch on every run,
+    with or without new reports, so even its changes say nothing about arrivals.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    token = models.CharField(max_length=32, unique=True)
+    completed_at = models.DateTimeField(default=timezone.now)
+
+
+class CountDelta(models.Model):
+    """What one roll-up epoch added to the counts of one (metric, day, region). Append-only.
+
+    The raw counts at epoch E are the sum of the deltas of epochs <= E: an audit
+    recounts a release's raw grid from them (telemetry.release.audit).
+    """
+
+    epoch = models.BigIntegerField()
+    metric = models.ForeignKey(Metric, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False)
+    day = models.DateField()
+    region = models.CharField(max_length=2, blank=True, default="")
+    reports = models.BigIntegerField()
+    support = models.BinaryField()
+
+    class Meta:
+        indexes = [models.Index(fields=["metric", "day", "epoch"], name="countdelta_metric_day_epoch")]
+
+
+class DailySecret(models.Model):
+    """The HMAC secret of one data day's client pseudonyms: one per day, whichever worker asks.
+
+    Deleted with that day's counters once the day can no longer receive reports;
+    after that no counter can be linked to a client id (invariant 1).
+    """
+
+    day = models.DateField(primary_key=True)
+    secret = models.BinaryField()
+
+
+class ClientCounter(models.Model):
+    """Reports of one client pseudonym for one data day: over all metrics, or of one metric.
+
+    ``key`` is ``<HMAC-SHA256(secret of day, client_id), hex>:<metric id, or * for all>``.
+    Updated in the transaction that stages the batch, so a count exists exactly when
+    its reports are stored.
+    """
+
+    key = models.CharField(max_length=80, primary_key=True)
+    day = models.DateField(db_index=True)
+    count = models.PositiveIntegerField(default=0)
 
 
 class Release(models.Model):
@@ -125,8 +168,8 @@ class Release(models.Model):
     query's data-independent grid; re-serving it is free post-processing, and
     ``released_digest`` pins what that post-processing returned the first time.
     Raw counts are never stored here. ``sealed_seed`` is the DRBG seed that
-    drew the noise, AES-GCM-sealed under the audit key; with it and
-    ``watermark`` an admin re-derives the noise and recounts the raw data.
+    drew the noise, AES-GCM-sealed under the audit key; with it and the counts
+    of ``data_epoch`` an admin re-derives the noise and recounts the raw data.
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4)
@@ -138,7 +181,8 @@ class Release(models.Model):
     sensitivity = models.PositiveIntegerField()
     noise_scale = models.CharField(max_length=64, help_text="Discrete Laplace scale Δ/ε as a fraction 'num/den'.")
     regions = models.JSONField(help_text="The region axis of the grid, when grouped by region.")
-    watermark = models.BigIntegerField(help_text="Reports with id <= watermark are what was counted.")
+    data_epoch = models.BigIntegerField(null=True, help_text="The roll-up epoch whose counts were noised; "
+                                        "null for releases made before epochs existed.")
     noisy_counts = models.BinaryField()
     sealed_seed = models.BinaryField()
     confidence = models.FloatField(default=0.95)

@@ -1,94 +1,68 @@
-"""Roll raw reports up into ObservedCounts, behind a watermark.
+"""The roll-up: fold staged reports into counts, then delete them (aggregate, then discard).
 
-PostgreSQL hands out report ids before transactions commit, and commits them
-out of order, so "every id <= max(id) is committed" is false while batches are
-in flight. The ingest fence makes it true at one instant: every ingest
-transaction holds a *shared* advisory lock, and the roll-up takes the same lock
-*exclusively* for the moment it reads ``max(id)``. Ingests never wait on each
-other; they pause only for that read.
-
-On SQLite, every writing transaction is IMMEDIATE (settings), so a writer
-reading ``max(id)`` already excludes all other writers.
+One roll-up is one transaction and one epoch: it deletes every committed
+staged row (``DELETE ... RETURNING``: rows committed after it started stay for
+the next one, so no watermark or fence is needed), folds their reports per
+(metric, day, region) (:func:`telemetry.staging.fold`), appends what it added
+as ``CountDelta`` rows of a new ``RollupEpoch``, and adds it to
+``ObservedCounts``. Queries read ``ObservedCounts`` and the latest epoch in one
+snapshot, never waiting for a roll-up. It runs periodically (Celery beat,
+``ROLLUP_INTERVAL_S``), and makes an epoch on every run, with or without new
+reports, so that the data version analysts see changes with time only.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections import defaultdict
+from datetime import date
 
 import numpy as np
 from django.db import connection, transaction
-from django.utils import timezone
 
-from deploy.api.db import advisory_xact_lock
+from deploy.api.db import advisory_xact_lock, fetch_binary, is_postgresql
+from telemetry import staging
 from telemetry.catalog import catalog
-from telemetry.models import ObservedCounts, RollupWatermark
+from telemetry.models import CountDelta, ObservedCounts, RollupEpoch
 
-INGEST_FENCE_LOCK = 0x7E1E_0001
 ROLLUP_LOCK = 0x7E1E_0002
-_CHUNK_IDS = 2_000_000
+Increments = dict[tuple[int, date, str], tuple[int, np.ndarray]]  # (metric, day, region) -> (reports, support)
+
+_TAKE_STAGED = "DELETE FROM telemetry_stagedreports RETURNING metric_id, payload"
 
 
-def hold_ingest_fence_shared() -> None:
-    """Called first in every ingest transaction."""
-    advisory_xact_lock(INGEST_FENCE_LOCK, shared=True)
+def _take_staged() -> dict[int, bytes]:
+    """Delete every committed staged row; the concatenated payloads of each metric."""
+    if is_postgresql():
+        rows = fetch_binary(_TAKE_STAGED, [])
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute(_TAKE_STAGED)
+            rows = cursor.fetchall()
+    payloads: dict[int, list[bytes]] = defaultdict(list)
+    for metric_id, payload in rows:
+        payloads[metric_id].append(payload)
+    return {metric_id: b"".join(parts) for metric_id, parts in payloads.items()}
 
 
-def _max_report_id(cursor) -> int:
-    cursor.execute("SELECT COALESCE(MAX(id), 0) FROM telemetry_report")
-    return cursor.fetchone()[0]
+def _fold_all(payloads: dict[int, bytes]) -> Increments:
+    increments: Increments = {}
+    for metric_id, payload in payloads.items():
+        for (day, region), cell in staging.fold(catalog.by_id(metric_id), payload).items():
+            increments[(metric_id, day, region)] = cell
+    return increments
 
 
-def committed_high_water() -> int:
-    """An id such that every report with a smaller or equal id is committed."""
-    with transaction.atomic(), connection.cursor() as cursor:
-        advisory_xact_lock(INGEST_FENCE_LOCK)
-        return _max_report_id(cursor)
+def _support_bytes(support: np.ndarray) -> bytes:
+    return np.asarray(support, dtype="<i8").tobytes()
 
 
-def _aggregate_range(cursor, low: int, high: int) -> dict[tuple, tuple[int, np.ndarray]]:
-    """(metric_id, day, region) -> (reports, support counts) for ids in (low, high]."""
-    totals: dict[tuple, list] = {}
-
-    def add(key, reports: int, support: np.ndarray) -> None:
-        entry = totals.setdefault(key, [0, np.zeros(support.size, dtype=np.int64)])
-        entry[0] += reports
-        entry[1] += support
-
-    cursor.execute(
-        "SELECT metric_id, day, region, value, COUNT(*) FROM telemetry_report"
-        " WHERE id > %s AND id <= %s AND value IS NOT NULL GROUP BY metric_id, day, region, value",
-        [low, high],
-    )
-    krr_counts: dict[tuple, dict[int, int]] = defaultdict(dict)
-    for metric_id, day, region, value, count in cursor.fetchall():
-        krr_counts[(metric_id, day, region)][value] = count
-    for key, by_value in krr_counts.items():
-        support = np.zeros(catalog.by_id(key[0]).k, dtype=np.int64)
-        support[list(by_value)] = list(by_value.values())
-        add(key, int(support.sum()), support)
-
-    cursor.execute(
-        "SELECT metric_id, day, region, payload FROM telemetry_report"
-        " WHERE id > %s AND id <= %s AND payload IS NOT NULL",
-        [low, high],
-    )
-    payloads: dict[tuple, list[bytes]] = defaultdict(list)
-    for metric_id, day, region, payload in cursor.fetchall():
-        payloads[(metric_id, day, region)].append(bytes(payload))
-    for key, packed in payloads.items():
-        oracle = catalog.by_id(key[0]).oracle
-        add(key, len(packed), oracle.support_counts(oracle.unpack(packed)))
-    return {key: (reports, support) for key, (reports, support) in totals.items()}
-
-
-def _merge(increments: dict[tuple, tuple[int, np.ndarray]]) -> None:
-    if not increments:
-        return
-    metric_ids = {key[0] for key in increments}
-    days = {key[1] for key in increments}
+def _add_to_totals(increments: Increments) -> None:
+    """ObservedCounts += increments (one read of the rows concerned, one upsert)."""
     existing = {
         (row.metric_id, row.day, row.region): row
-        for row in ObservedCounts.objects.filter(metric_id__in=metric_ids, day__in=days)
+        for row in ObservedCounts.objects.filter(metric_id__in={key[0] for key in increments},
+                                                 day__in={key[1] for key in increments})
     }
     merged = []
     for (metric_id, day, region), (reports, support) in increments.items():
@@ -97,23 +71,23 @@ def _merge(increments: dict[tuple, tuple[int, np.ndarray]]) -> None:
             reports += row.reports
             support = support + np.frombuffer(row.support, dtype="<i8")
         merged.append(ObservedCounts(metric_id=metric_id, day=day, region=region, reports=reports,
-                                     support=support.astype("<i8").tobytes()))
+                                     support=_support_bytes(support)))
     ObservedCounts.objects.bulk_create(
         merged, update_conflicts=True, unique_fields=["metric", "day", "region"], update_fields=["reports", "support"]
     )
 
 
-def advance_rollup() -> int:
-    """Fold every committed report into ObservedCounts; returns the new watermark."""
-    high = committed_high_water()
-    with transaction.atomic(), connection.cursor() as cursor:
-        advisory_xact_lock(ROLLUP_LOCK)
-        watermark, _ = RollupWatermark.objects.select_for_update().get_or_create(pk=1)
-        low = watermark.report_id
-        if high <= low:
-            return low
-        for chunk_low in range(low, high, _CHUNK_IDS):
-            _merge(_aggregate_range(cursor, chunk_low, min(chunk_low + _CHUNK_IDS, high)))
-        watermark.report_id, watermark.advanced_at = high, timezone.now()
-        watermark.save()
-    return high
+def advance_rollup() -> RollupEpoch:
+    """Fold every committed staged report into the counts as a new epoch, and delete it."""
+    with transaction.atomic():
+        advisory_xact_lock(ROLLUP_LOCK)  # one roll-up at a time
+        increments = _fold_all(_take_staged())
+        epoch = RollupEpoch.objects.create(token=secrets.token_urlsafe(16))
+        CountDelta.objects.bulk_create(
+            CountDelta(epoch=epoch.id, metric_id=metric_id, day=day, region=region, reports=reports,
+                       support=_support_bytes(support))
+            for (metric_id, day, region), (reports, support) in increments.items()
+        )
+        if increments:
+            _add_to_totals(increments)
+    return epoch

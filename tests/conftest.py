@@ -88,10 +88,10 @@ def _fresh_process_state(request) -> None:
 
     from telemetry.auth import ingest_keys
     from telemetry.catalog import catalog
-    from telemetry.limits import get_limiter
+    from telemetry.limits import secrets as limit_secrets
 
     redis.Redis.from_url(settings.REDIS_URL).flushdb()
-    get_limiter.cache_clear()
+    limit_secrets.forget()
     catalog.invalidate()
     ingest_keys.clear()
 

@@ -105,35 +105,58 @@ def metric(name: str = "color", domain=("red", "green", "blue"), protocol: str =
                          contribution_bound=bound, **extra)
 
 
-def add_krr(metric, day: date, region: str, counts) -> list[int]:
-    """Insert k-RR report rows: ``counts[v]`` reports of value index v. Returns their ids."""
-    from telemetry.models import Report
-
-    rows = [Report(metric_id=metric.id, day=day, region=region, value=v)
-            for v, c in enumerate(counts) for _ in range(int(c))]
-    return [r.id for r in Report.objects.bulk_create(rows)]
-
-
-def add_randomized(metric, day: date, region: str, true_values) -> np.ndarray:
-    """Randomize true value indices with the metric's oracle, insert them, return their support counts."""
+def stage(metric, rows, *, roll_up: bool = True) -> None:
+    """Stage report rows ``(day, region, value, payload)`` of a metric as ingest does, then (by default)
+    fold them into the counts with a roll-up, as the periodic task would."""
+    from telemetry import staging
     from telemetry.catalog import catalog
-    from telemetry.models import Report
+    from telemetry.models import StagedReports
+    from telemetry.rollup import advance_rollup
+
+    spec = catalog.by_id(metric.id)
+    StagedReports.objects.create(metric_id=metric.id, payload=staging.pack_rows(spec, [(metric.id, *r) for r in rows]))
+    if roll_up:
+        advance_rollup()
+
+
+def add_krr(metric, day: date, region: str, counts, *, roll_up: bool = True) -> None:
+    """k-RR reports, ``counts[v]`` of value index v, staged and (by default) rolled up."""
+    stage(metric, [(day, region, v, None) for v, c in enumerate(counts) for _ in range(int(c))], roll_up=roll_up)
+
+
+def add_randomized(metric, day: date, region: str, true_values, *, roll_up: bool = True) -> np.ndarray:
+    """Randomize true value indices with the metric's oracle, stage them (and roll up); their support counts."""
+    from telemetry.catalog import catalog
 
     oracle = catalog.by_id(metric.id).oracle
     reports = oracle.randomize(np.asarray(true_values, dtype=np.int64))
     if oracle.name == "krr":
-        rows = [Report(metric_id=metric.id, day=day, region=region, value=int(v)) for v in reports]
+        rows = [(day, region, int(v), None) for v in reports]
     else:
-        rows = [Report(metric_id=metric.id, day=day, region=region, payload=p) for p in oracle.pack(reports)]
-    Report.objects.bulk_create(rows)
+        rows = [(day, region, None, p) for p in oracle.pack(reports)]
+    stage(metric, rows, roll_up=roll_up)
     return oracle.support_counts(reports)
 
 
-def row_counts() -> tuple[int, int]:
-    """(stored batches, stored reports)."""
-    from telemetry.models import Batch, Report
+def staged_reports(metric=None, **fields) -> list[tuple]:
+    """The staged (not yet rolled-up) reports as (metric_id, day, region, value, payload) rows,
+    optionally only those of ``metric`` and with the given field values (day=, region=, value=)."""
+    from telemetry import staging
+    from telemetry.catalog import catalog
+    from telemetry.models import StagedReports
 
-    return Batch.objects.count(), Report.objects.count()
+    names = ("metric_id", "day", "region", "value", "payload")
+    rows = [row for staged in StagedReports.objects.all()
+            for row in staging.unpack_rows(catalog.by_id(staged.metric_id), bytes(staged.payload))]
+    return [row for row in rows if (metric is None or row[0] == metric.id)
+            and all(row[names.index(name)] == value for name, value in fields.items())]
+
+
+def row_counts() -> tuple[int, int]:
+    """(stored batches, staged reports)."""
+    from telemetry.models import Batch
+
+    return Batch.objects.count(), len(staged_reports())
 
 
 # --- ingest: POST /api/v1/reports -----------------------------------------------------------------

@@ -171,3 +171,12 @@ def insert_binary(instance) -> None:
         cursor.execute(f"INSERT INTO {quote(instance._meta.db_table)} ({', '.join(quote(f.column) for f in fields)})"
                        f" VALUES ({', '.join(['%s'] * len(fields))})", values, prepare=False)
     instance._state.adding, instance._state.db = False, connection.alias
+
+
+def fetch_binary(sql: str, params: list) -> list[tuple]:
+    """Rows of a statement on Django's PostgreSQL connection (inside its transaction, if any),
+    bound server-side and returned in binary: bytea as bytes, no hex escaping."""
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params, prepare=False, binary=True)
+        return cursor.fetchall()

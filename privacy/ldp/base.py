@@ -157,7 +157,13 @@ class FrequencyOracle(ABC):
         """Reports array from :meth:`pack` output; validates sizes and ranges."""
         if any(len(item) != self.packed_size for item in packed):
             raise PayloadError("invalid_payload_length", f"packed reports must be {self.packed_size} bytes")
-        return self.check_reports(self._from_storage(b"".join(packed), len(packed)))
+        return self.unpack_blob(b"".join(packed), len(packed))
+
+    def unpack_blob(self, blob: bytes, count: int) -> np.ndarray:
+        """``count`` reports from their :meth:`pack` encodings laid end to end; validates ranges."""
+        if len(blob) != count * self.packed_size:
+            raise PayloadError("invalid_payload_length", f"packed reports must be {self.packed_size} bytes")
+        return self.check_reports(self._from_storage(blob, count))
 
     # --- server ---------------------------------------------------------------
 

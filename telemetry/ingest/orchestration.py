@@ -1,42 +1,30 @@
-"""One batch, end to end: validate -> claim -> limits -> store -> answer, with one admit and one refund path.
+"""One batch, end to end: validate -> claim -> limits -> stage -> answer, in one transaction.
 
-The store claims the batch_id before the limits are asked, so a retry racing
-its first attempt waits on the first attempt's claim and answers as it did,
-without ever being counted against the limits. Counts the limiter admitted
-are given back whenever they end up not stored: the batch turned out to be
-stored already, or the transaction failed.
+The store claims the batch_id and locks the client's limit counters in the same
+transaction that then stages the admitted reports and adds to the counters, so
+a count exists exactly when its reports are stored: nothing to give back if the
+transaction fails, and nothing counted twice if a batch committed just before a
+crash is sent again (it is then answered from its stored record).
+
+Items over a client's bounds are answered ``accepted`` like any other and not
+stored: an answer never reveals whether a client_id has reported before
+(docs/api.md). The SDKs keep the same bounds locally, so honest clients never
+send such items.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 from django.db import DEFAULT_DB_ALIAS, connections
 
+from telemetry import limits, staging
+from telemetry.catalog import catalog
 from telemetry.ingest.libpq_store import LibpqStore
 from telemetry.ingest.orm_store import OrmStore
 from telemetry.ingest.result import IngestResult, replayed_result
-from telemetry.ingest.store import BatchHeader, BatchStore, Rejections, ReportRow
+from telemetry.ingest.store import BatchHeader, BatchStore, Staged
 from telemetry.ingest.validation import Validated, parse_envelope, validate_items
-from telemetry.limits import ACCEPTED, DAILY_LIMIT, METRIC_LIMIT, get_limiter
-
-_LIMIT_CODES = {DAILY_LIMIT: "daily_limit_exceeded", METRIC_LIMIT: "contribution_bound_exceeded"}
-
-
-def _decide(valid: Validated, decisions: list[int]) -> tuple[list[ReportRow], Rejections, list[int]]:
-    """The limiter's decisions applied: rows to store, all rejections (sorted), admitted count per group."""
-    admitted = [0] * len(valid.groups)
-    if not any(decisions):
-        for group in valid.item_groups:
-            admitted[group] += 1
-        return valid.rows, valid.rejections, admitted
-    rows, rejections = [], list(valid.rejections)
-    for index, row, group, decision in zip(valid.indexes, valid.rows, valid.item_groups, decisions):
-        if decision == ACCEPTED:
-            rows.append(row)
-            admitted[group] += 1
-        else:
-            rejections.append((index, _LIMIT_CODES[decision]))
-    rejections.sort()
-    return rows, rejections, admitted
 
 
 def _open_store(header: BatchHeader) -> BatchStore:
@@ -44,28 +32,26 @@ def _open_store(header: BatchHeader) -> BatchStore:
     return LibpqStore(db, header) if LibpqStore.usable(db) else OrmStore(header)
 
 
+def _staged(valid: Validated, admitted: list[bool]) -> Staged:
+    """The admitted rows packed per metric (telemetry.staging)."""
+    by_metric = defaultdict(list)
+    for row, ok in zip(valid.rows, admitted):
+        if ok:
+            by_metric[row[0]].append(row)
+    return [(metric_id, staging.pack_rows(catalog.by_id(metric_id), rows)) for metric_id, rows in by_metric.items()]
+
+
 def ingest_batch(*, ingest_key_id: int, body: bytes) -> IngestResult:
     """Ingest one ``POST /api/v1/reports`` body: ApiError for a bad envelope or a batch_id conflict."""
     envelope = parse_envelope(body)
     valid = validate_items(envelope.reports)
     header = BatchHeader(envelope.batch_id, ingest_key_id, envelope.digest, len(envelope.reports))
-    limiter = get_limiter()
-    rejections, admitted = valid.rejections, None
-    try:
-        with _open_store(header) as store:
-            stored = store.claim(rejections, has_rows=bool(valid.rows))
-            if stored is None:
-                rows = valid.rows
-                if rows:
-                    decisions = limiter.admit_groups(envelope.client_id, valid.groups, valid.item_groups)
-                    rows, rejections, admitted = _decide(valid, decisions)
-                stored = store.commit(rows, rejections)
-    except BaseException:
-        if admitted is not None and any(admitted):
-            limiter.refund_groups(envelope.client_id, valid.groups, admitted)
-        raise
-    if stored is None:
-        return IngestResult(envelope.batch_id, header.item_count, rejections)
-    if admitted is not None and any(admitted):
-        limiter.refund_groups(envelope.client_id, valid.groups, admitted)
-    return replayed_result(header, stored)
+    counters = limits.plan(envelope.client_id, valid.groups) if valid.rows else None  # secrets: before the transaction
+    with _open_store(header) as store:
+        claim = store.claim(valid.rejections, counters)
+        if claim.stored is not None:
+            return replayed_result(header, claim.stored)
+        if counters is not None:
+            admitted, increments = limits.decide(counters, valid.groups, valid.item_groups, claim.counts)
+            store.commit(_staged(valid, admitted), increments, counters)
+    return IngestResult(envelope.batch_id, header.item_count, valid.rejections)

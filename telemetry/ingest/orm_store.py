@@ -2,16 +2,18 @@
 
 The batch becomes a savepoint of the caller's transaction (the test suite's
 per-test transaction, a management command's). Serving on PostgreSQL uses
-``LibpqStore`` instead.
+``LibpqStore`` instead. On SQLite the transaction is IMMEDIATE (settings), so
+batches are serialized and the counters need no row locks.
 """
 
 from __future__ import annotations
 
 from django.db import transaction
+from django.db.models import F
 
-from telemetry.ingest.store import BatchHeader, Rejections, ReportRow, StoredBatch
-from telemetry.models import Batch, Report
-from telemetry.rollup import hold_ingest_fence_shared
+from telemetry.ingest.store import BatchHeader, Claim, Rejections, Staged, StoredBatch
+from telemetry.limits import CounterPlan
+from telemetry.models import Batch, ClientCounter, StagedReports
 
 
 class OrmStore:
@@ -20,7 +22,6 @@ class OrmStore:
     def __init__(self, header: BatchHeader) -> None:
         self._header = header
         self._atomic = transaction.atomic()
-        self._claimed_rejections: Rejections | None = None
 
     def __enter__(self) -> OrmStore:
         self._atomic.__enter__()
@@ -29,8 +30,7 @@ class OrmStore:
     def __exit__(self, exc_type, exc, traceback) -> bool | None:
         return self._atomic.__exit__(exc_type, exc, traceback)
 
-    def claim(self, rejections: Rejections, *, has_rows: bool) -> StoredBatch | None:
-        hold_ingest_fence_shared()
+    def claim(self, rejections: Rejections, counters: CounterPlan | None) -> Claim:
         header = self._header
         # A concurrent duplicate waits on the primary key, fails its insert, then reads the winner's row.
         batch, created = Batch.objects.get_or_create(
@@ -38,17 +38,19 @@ class OrmStore:
             defaults={"ingest_key_id": header.ingest_key_id, "body_digest": header.body_digest,
                       "item_count": header.item_count, "rejections": rejections},
         )
-        if created:
-            self._claimed_rejections = rejections
-            return None
-        return StoredBatch(batch.ingest_key_id, batch.body_digest, batch.item_count,
-                           [tuple(r) for r in batch.rejections])
+        if not created:
+            return Claim(StoredBatch(batch.ingest_key_id, batch.body_digest, batch.item_count,
+                                     [tuple(r) for r in batch.rejections]))
+        if counters is None:
+            return Claim()
+        keys = sorted(counters.days)
+        ClientCounter.objects.bulk_create([ClientCounter(key=key, day=counters.days[key]) for key in keys],
+                                          ignore_conflicts=True)
+        locked = ClientCounter.objects.select_for_update().filter(key__in=keys).order_by("key")
+        return Claim(counts=dict(locked.values_list("key", "count")))
 
-    def commit(self, rows: list[ReportRow], rejections: Rejections) -> StoredBatch | None:
-        if rejections != self._claimed_rejections:
-            Batch.objects.filter(batch_id=self._header.batch_id).update(rejections=rejections)
-        if rows:
-            Report.objects.bulk_create(
-                Report(metric_id=m, day=d, region=r, value=v, payload=p) for m, d, r, v, p in rows
-            )
-        return None
+    def commit(self, staged: Staged, increments: dict[str, int], counters: CounterPlan | None) -> None:
+        for key, added in sorted(increments.items()):
+            ClientCounter.objects.filter(key=key).update(count=F("count") + added)
+        StagedReports.objects.bulk_create(StagedReports(metric_id=metric_id, payload=payload)
+                                          for metric_id, payload in staged)

@@ -25,8 +25,6 @@ REJECTION_MESSAGES = {
     "day_in_future": "day is after today (UTC).",
     "day_too_old": "day is older than the server accepts.",
     "invalid_region": "region must be an ISO 3166-1 alpha-2 country code this server accepts (PRIVACY_REGIONS).",
-    "daily_limit_exceeded": "This client has reached its daily number of reports.",
-    "contribution_bound_exceeded": "This client has reached the metric's reports for that day.",
 }
 
 

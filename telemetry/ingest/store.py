@@ -1,26 +1,23 @@
 """What a batch store is: the one interface the orchestration writes through.
 
-A store keeps the batch record (``telemetry_batch``: batch id, ingest key,
-body digest, item count, per-item rejections; never the client id) and the
-batch's admitted reports, in one transaction that also holds the ingest fence
-(telemetry/rollup.py). Each store is a context manager around that
-transaction; leaving it by an exception rolls everything back.
-
-A new storage (reports staged as one row per batch, say) is a new class with
-``claim`` and ``commit``; the orchestration does not change.
+A store keeps, in one transaction, the batch record (``telemetry_batch``: batch
+id, ingest key, body digest, item count, per-item rejections; never the client
+id), the batch's admitted reports staged per metric (``telemetry_stagedreports``)
+and the client's limit counters (``telemetry_clientcounter``). Each store is a
+context manager around that transaction; leaving it by an exception rolls
+everything back, counters included.
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-from datetime import date
+from dataclasses import dataclass, field
 from typing import Protocol
 
-# (metric_id, day, region, value, payload): value is the k-RR label index, payload
-# the packed report of the other protocols; exactly one of the two is None.
-ReportRow = tuple[int, date, str, int | None, bytes | None]
+from telemetry.limits import CounterPlan
+
 Rejections = list[tuple[int, str]]  # (item index, rejection code), sorted by index
+Staged = list[tuple[int, bytes]]  # (metric id, packed reports of this batch: telemetry.staging)
 
 
 @dataclass(frozen=True)
@@ -43,23 +40,28 @@ class StoredBatch:
     rejections: Rejections
 
 
+@dataclass(frozen=True)
+class Claim:
+    """The outcome of a claim: the earlier record (a replay), or this request's locked counters."""
+
+    stored: StoredBatch | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+
 class BatchStore(Protocol):
     def __enter__(self) -> BatchStore: ...
 
     def __exit__(self, exc_type, exc, traceback) -> bool | None: ...
 
-    def claim(self, rejections: Rejections, *, has_rows: bool) -> StoredBatch | None:
-        """Open the transaction, take the ingest fence and claim the batch_id with ``rejections``.
+    def claim(self, rejections: Rejections, counters: CounterPlan | None) -> Claim:
+        """Open the transaction and claim the batch_id with its ``rejections``.
 
-        None: this request holds the claim, and must call :meth:`commit`. Otherwise
-        the batch is already stored (a replay, or a duplicate that won the race):
-        its record, and nothing was written. ``has_rows``: whether commit may bring
-        reports (False lets a store commit at once).
+        If the batch is stored already (a replay, or a duplicate that won the race) the
+        claim holds its record and nothing was written. Otherwise this request holds the
+        claim; then, with ``counters``, those counter rows are locked and their counts
+        read, and :meth:`commit` must follow. Without ``counters`` (no report to store)
+        the claim is committed at once.
         """
 
-    def commit(self, rows: list[ReportRow], rejections: Rejections) -> StoredBatch | None:
-        """Store ``rows`` and the final ``rejections`` (the claim's plus the limits'), and commit.
-
-        None once committed. A store that had to claim again (to record new
-        rejections) may find the batch stored meanwhile: then its record, as for claim.
-        """
+    def commit(self, staged: Staged, increments: dict[str, int], counters: CounterPlan | None) -> None:
+        """Stage the admitted reports, add ``increments`` to the counters, and commit."""

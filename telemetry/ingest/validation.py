@@ -18,7 +18,8 @@ from django.conf import settings
 from deploy.api.errors import ApiError
 from privacy.ldp import PayloadError
 from telemetry.catalog import MetricSpec, catalog
-from telemetry.ingest.store import Rejections, ReportRow
+from telemetry.ingest.store import Rejections
+from telemetry.staging import ReportRow
 from telemetry.limits import Contribution
 from telemetry.regions import accepted_regions
 

@@ -1,13 +1,18 @@
 """Replay a release: prove its noise and its post-processing, cell by cell.
 
-Unseal the DRBG seed with the audit key, re-derive the exact noise, recount
-the raw reports as of the release's watermark (from the insert-only report
-table, not the roll-up), and check that every stored noisy count equals
-raw + noise and that the released values follow from the noisy counts.
+Unseal the DRBG seed with the audit key, re-derive the exact noise, recount the
+raw grid as of the release's roll-up epoch (from the append-only count deltas,
+not the current totals), and check that every stored noisy count equals raw +
+noise and that the released values follow from the noisy counts. The API shows
+only the verdicts (:func:`verification`); raw counts and noise are shown by the
+operator's command alone (:func:`operator_cells`), run by whoever holds the
+audit key and the database.
 """
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
@@ -38,49 +43,92 @@ def _release(release_id) -> Release:
     return release
 
 
-def verify_release(release_id) -> dict:
-    release = _release(release_id)
-    spec = catalog.by_id(release.metric_id)
-    query = query_of_release(release, spec)
-    regions = tuple(release.regions)
+def _open_seed(release: Release) -> bytes:
     try:
-        seed = unseal(parse_key(settings.AUDIT_KEY), bytes(release.sealed_seed), release.id.bytes)
+        return unseal(parse_key(settings.AUDIT_KEY), bytes(release.sealed_seed), release.id.bytes)
     except InvalidTag:
         raise ApiError("audit_seal_invalid", "The sealed seed does not open under the audit key for this "
                        "release: it was altered, moved from another release, or the key changed.", http_status=409)
-    raw = build_grid(spec, query, regions, selectors.recounted_rows(spec, query.start, query.end, release.watermark))
-    scale = Fraction(release.noise_scale)
-    noise = central.add_noise(np.zeros_like(raw), scale, DRBG(seed))[1]
+
+
+def _raw_counts(release: Release, spec, query) -> np.ndarray:
+    """The raw grid as the release counted it: the roll-up's append-only deltas up to its epoch."""
+    if release.data_epoch is None:
+        raise ApiError("audit_data_unavailable", "This release predates roll-up epochs: the raw counts it was "
+                       "computed on are not kept, so it cannot be replayed.", http_status=409)
+    rows = selectors.recounted_rows(spec, query.start, query.end, release.data_epoch)
+    return build_grid(spec, query, tuple(release.regions), rows)
+
+
+@dataclass(frozen=True)
+class Replay:
+    """A release re-derived from stored data: raw counts, exact noise, the stored noisy counts, and
+    whether the released data follows from them."""
+
+    release: Release
+    days: list
+    regions: list
+    columns: list[str]
+    raw: np.ndarray
+    noise: np.ndarray
+    noisy: np.ndarray
+    postprocessing_verified: bool
+
+    @property
+    def cell_verified(self) -> np.ndarray:
+        return (self.noisy == self.raw + self.noise).all(axis=1)
+
+
+def replay_release(release_id) -> Replay:
+    """Unseal the seed, re-derive the noise, recount the raw grid at the release's epoch, re-render."""
+    release = _release(release_id)
+    spec = catalog.by_id(release.metric_id)
+    query = query_of_release(release, spec)
+    seed = _open_seed(release)
+    raw = _raw_counts(release, spec, query)
+    noise = central.add_noise(np.zeros_like(raw), Fraction(release.noise_scale), DRBG(seed))[1]
     try:
         noisy = unpack_counts(release.noisy_counts, raw.size).reshape(raw.shape)
     except ValueError as error:
         raise ApiError("audit_counts_unreadable", f"The stored noisy counts do not decode for this release's grid "
                        f"({error}): they were altered or written in another format.", http_status=409)
-    matches = noisy == raw + noise
     # Post-processing is deterministic: the stored noisy counts must re-render to exactly what was released.
     rerendered = released_data(release, spec, Presentation(release.confidence, release.simultaneous))
-    days, region_list = grid_axes(query, regions)
+    days, regions = grid_axes(query, tuple(release.regions))
     columns = list(spec.domain) + (["n"] if central.counts_n_separately(spec.oracle) else [])
-    cells = [
-        {
-            "day": day.isoformat() if day else None,
-            "region": region,
-            "columns": columns,
-            "raw": raw[i].tolist(),
-            "noise": noise[i].tolist(),
-            "noisy": noisy[i].tolist(),
-            "noisy_equals_raw_plus_noise": bool(matches[i].all()),
-        }
-        for i, (day, region) in enumerate((d, r) for d in days for r in region_list)
-    ]
+    return Replay(release, days, regions, columns, raw, noise, noisy,
+                  rerendered.digest() == release.released_digest)
+
+
+def _cell_labels(replay: Replay) -> list[dict]:
+    return [{"day": day.isoformat() if day else None, "region": region}
+            for day in replay.days for region in replay.regions]
+
+
+def verification(replay: Replay, data_version: str | None) -> dict:
+    """What the API shows of a replay: pass or fail per cell, digests, the seal check. No raw count, noise
+    or noisy count: any of them, with the released data, would give the raw grid away."""
+    verified = replay.cell_verified
+    release = replay.release
     return {
         "release_id": str(release.id),
-        "watermark": release.watermark,
+        "data_version": data_version,
         "noise_scale": release.noise_scale,
         "sensitivity": release.sensitivity,
         "epsilon": float(from_micro(release.epsilon_micro)),
-        "cells_checked": int(matches.shape[0]),
-        "noise_verified": bool(matches.all()),
-        "postprocessing_verified": rerendered.digest() == release.released_digest,
-        "cells": cells,
+        "seal_verified": True,
+        "released_digest": release.released_digest,
+        "noisy_counts_digest": hashlib.sha256(bytes(release.noisy_counts)).hexdigest(),
+        "cells_checked": int(verified.size),
+        "noise_verified": bool(verified.all()),
+        "postprocessing_verified": replay.postprocessing_verified,
+        "cells": [{**labels, "verified": bool(ok)} for labels, ok in zip(_cell_labels(replay), verified.tolist())],
     }
+
+
+def operator_cells(replay: Replay) -> list[dict]:
+    """Every cell's raw, noise and noisy counts: for the operator's own tool only (manage.py verify_release)."""
+    return [{**labels, "columns": replay.columns, "raw": raw.tolist(), "noise": noise.tolist(), "noisy": noisy.tolist(),
+             "verified": bool(ok)}
+            for labels, raw, noise, noisy, ok in zip(_cell_labels(replay), replay.raw, replay.noise, replay.noisy,
+                                                     replay.cell_verified.tolist())]

@@ -31,16 +31,17 @@ def release_query_json(release: Release) -> dict:
     return {**release.query, "epsilon": float(from_micro(release.epsilon_micro))}
 
 
-def query_response(release: Release, spec: MetricSpec, answer: dict) -> dict:
+def query_response(release: Release, spec: MetricSpec, answer: dict, data_version: str | None) -> dict:
+    """``data_version`` is the opaque token of the roll-up the release counted: equal tokens, same data."""
     return {
         **answer,
         "values": list(spec.domain),
         "release": {"id": str(release.id), "created_at": release.created_at.isoformat(),
-                    "data_as_of_report_id": release.watermark, "query": release_query_json(release)},
+                    "data_version": data_version, "query": release_query_json(release)},
     }
 
 
-def release_json(release: Release, ledger_entry_ids: list[int]) -> dict:
+def release_json(release: Release, ledger_entry_ids: list[int], data_version: str | None) -> dict:
     """One release in the admins' listing."""
     return {
         "id": str(release.id),
@@ -49,7 +50,7 @@ def release_json(release: Release, ledger_entry_ids: list[int]) -> dict:
         "epsilon": float(from_micro(release.epsilon_micro)),
         "sensitivity": release.sensitivity,
         "noise_scale": release.noise_scale,
-        "watermark": release.watermark,
+        "data_version": data_version,
         "created_at": release.created_at.isoformat(),
         "ledger_entries": ledger_entry_ids,
     }

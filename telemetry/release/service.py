@@ -1,8 +1,10 @@
 """Answering a query: the released-answer cache (free), else a new release paid in the ledger.
 
-One transaction: charge the query's mechanism event -> raw counts on the data-independent
-grid -> exact discrete Laplace from a fresh DRBG seed at the event's scale -> Release row
-with the sealed seed and the ledger entry. Then post-processing of the noisy counts only.
+One transaction: charge the query's mechanism event -> raw counts of the latest roll-up
+on the data-independent grid -> exact discrete Laplace from a fresh DRBG seed at the
+event's scale -> Release row with the sealed seed, the roll-up epoch and the ledger entry.
+Then post-processing of the noisy counts only. Queries never run or wait for a roll-up,
+so their latency does not depend on how much data is waiting to be rolled up.
 """
 
 from __future__ import annotations
@@ -22,14 +24,13 @@ from privacy.drbg import DRBG, new_seed
 from privacy.sealing import parse_key, seal
 from telemetry import selectors
 from telemetry.catalog import partition_scope
-from telemetry.models import Release, RollupWatermark
+from telemetry.models import Release
 from telemetry.regions import region_axis
 from telemetry.release.codec import pack_counts
 from telemetry.release.grid import build_grid
 from telemetry.release.postprocess import released_data
 from telemetry.release.request import CanonicalQuery, QueryRequest
 from telemetry.release.responses import privacy_json, query_response
-from telemetry.rollup import ROLLUP_LOCK, advance_rollup
 
 
 def _lock_query(query: CanonicalQuery) -> None:
@@ -54,16 +55,15 @@ def _new_release(user, request: QueryRequest) -> tuple[Release, ledger.Charge]:
     release_id = uuid.uuid4()
     paid = _charge(user, request, release_id)
     event = query.mechanism(spec)
-    advisory_xact_lock(ROLLUP_LOCK, shared=True)  # the roll-up cannot move between its watermark and its counts
-    watermark = RollupWatermark.objects.filter(pk=1).values_list("report_id", flat=True).first() or 0
     regions = region_axis()
-    raw = build_grid(spec, query, regions, selectors.observed_rows(spec, query.start, query.end))
+    observed = selectors.observed_rows(spec, query.start, query.end)  # the latest roll-up, in one snapshot
+    raw = build_grid(spec, query, regions, observed)
     seed = new_seed()
     noisy, _ = central.add_noise(raw, event.scale, DRBG(seed))
     release = Release(
         id=release_id, analyst=user, metric_id=spec.id, query=query.as_json(), query_key=query.key,
         epsilon_micro=query.epsilon_micro, sensitivity=event.sensitivity, noise_scale=str(event.scale),
-        regions=list(regions), watermark=watermark, noisy_counts=pack_counts(noisy),
+        regions=list(regions), data_epoch=observed.epoch, noisy_counts=pack_counts(noisy),
         confidence=request.presentation.confidence, simultaneous=request.presentation.simultaneous,
         sealed_seed=seal(parse_key(settings.AUDIT_KEY), seed, release_id.bytes),
     )
@@ -99,8 +99,7 @@ def run_query(*, user, request: QueryRequest) -> dict:
     release = None if request.fresh else selectors.latest_release(request.query.key)
     answer = None
     if release is None:
-        advance_rollup()
         release, answer = _paid_answer(user, request)
     if answer is None:
         answer = _cached_answer(user, release, request)
-    return query_response(release, request.spec, answer)
+    return query_response(release, request.spec, answer, selectors.data_versions([release])[release.id])

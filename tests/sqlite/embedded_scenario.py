@@ -62,9 +62,13 @@ def oue(bits: str, region: str) -> dict:
 
 
 def report_rows() -> int:
-    from telemetry.models import Report
+    """How many reports are staged (stored and not yet rolled up)."""
+    from telemetry import staging
+    from telemetry.catalog import catalog
+    from telemetry.models import StagedReports
 
-    return Report.objects.count()
+    return sum(len(staging.unpack_rows(catalog.by_id(row.metric_id), bytes(row.payload)))
+               for row in StagedReports.objects.all())
 
 
 def main() -> dict:
@@ -115,12 +119,9 @@ def main() -> dict:
     from telemetry.rollup import advance_rollup
     from telemetry.selectors import observed_counts
 
-    from django.db.models import Max
-
-    from telemetry.models import Report
-
-    seen["watermark"] = advance_rollup()
-    seen["max_report_id"] = Report.objects.aggregate(last=Max("id"))["last"]
+    staged = report_rows()
+    advance_rollup()
+    seen["rollup"] = {"staged_before": staged, "staged_after": report_rows()}
     day = datetime.fromisoformat(DAY).date()
     seen["observed"] = {
         name: {cell.region: [cell.reports, cell.support.tolist()]

@@ -1,28 +1,34 @@
-"""Per-client contribution limits: the per-metric bound m, the daily cap, data days, unlinkability."""
+"""Per-client contribution limits: the per-metric bound m, the daily cap, data days, unlinkability,
+no participation oracle, and counters that can neither be lost nor doubled.
+
+Items over a bound are answered ``accepted`` like any other (docs/api.md) and not stored, so
+these tests count what was stored (the staged reports) rather than reading answers.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import threading
 from datetime import timedelta
 
 import orjson
 import pytest
 import redis
 from django.conf import settings
-from django.db import connection, connections
+from django.db import connection
 
-from telemetry.models import Report
+from telemetry import limits
+from telemetry.models import ClientCounter, DailySecret
 
-from helpers import day_str, envelope, item_codes, krr_item, post_batch, post_raw, run_threads, today
+from helpers import day_str, envelope, item_codes, krr_item, post_batch, post_raw, run_threads, staged_reports, today
 
 CAP = settings.PRIVACY["MAX_DAILY_CONTRIBUTIONS"]
 MAX_AGE = settings.PRIVACY["REPORT_MAX_AGE_DAYS"]
+CLIENT_ID = "device-7f3a9e2c-uniquely-identifying"
 
 
-def _redis():
-    return redis.Redis.from_url(settings.REDIS_URL)
+def _send(items, client_id: str, key) -> list[str]:
+    return item_codes(post_batch(envelope(items, client_id=client_id), key))
 
 
 # --------------------------------------------------------------------------- per-metric bound m
@@ -30,69 +36,62 @@ def _redis():
 
 def test_default_bound_is_one_per_metric_and_day(color, key):
     assert color.contribution_bound == 1
-    first = post_batch(envelope([krr_item(value="red"), krr_item(value="blue")], client_id="m1"), key)
-    assert item_codes(first) == ["accepted", "contribution_bound_exceeded"]
-    second = post_batch(envelope([krr_item(value="green")], client_id="m1"), key)
-    assert item_codes(second) == ["contribution_bound_exceeded"]
-    assert Report.objects.count() == 1
+    assert _send([krr_item(value="red"), krr_item(value="blue")], "m1", key) == ["accepted", "accepted"]
+    assert _send([krr_item(value="green")], "m1", key) == ["accepted"]
+    assert [row[3] for row in staged_reports()] == [0]  # only the first: red
 
 
 def test_bound_three(make_metric, key):
     make_metric(bound=3)
-    first = post_batch(envelope([krr_item() for _ in range(2)], client_id="m3"), key)
-    assert item_codes(first) == ["accepted"] * 2
-    second = post_batch(envelope([krr_item() for _ in range(3)], client_id="m3"), key)
-    assert item_codes(second) == ["accepted", "contribution_bound_exceeded", "contribution_bound_exceeded"]
-    third = post_batch(envelope([krr_item()], client_id="m3"), key)
-    assert item_codes(third) == ["contribution_bound_exceeded"]
-    assert Report.objects.count() == 3
+    _send([krr_item() for _ in range(2)], "m3", key)
+    _send([krr_item() for _ in range(3)], "m3", key)
+    _send([krr_item()], "m3", key)
+    assert len(staged_reports()) == 3
 
 
 def test_bound_is_per_metric(make_metric, key):
-    make_metric(name="a")
-    make_metric(name="b")
-    body = envelope([krr_item("a"), krr_item("b"), krr_item("a"), krr_item("b")], client_id="pm")
-    assert item_codes(post_batch(body, key)) == ["accepted", "accepted"] + ["contribution_bound_exceeded"] * 2
+    a, b = make_metric(name="a"), make_metric(name="b")
+    _send([krr_item("a"), krr_item("b"), krr_item("a"), krr_item("b")], "pm", key)
+    assert len(staged_reports(a)) == len(staged_reports(b)) == 1
 
 
 def test_rejected_items_do_not_count_against_the_bound(make_metric, key):
     make_metric(bound=1)
-    body = envelope([krr_item(value="purple"), krr_item(day=day_str(1)), krr_item(value="red")], client_id="rj")
-    assert item_codes(post_batch(body, key)) == ["value_out_of_domain", "day_in_future", "accepted"]
+    codes = _send([krr_item(value="purple"), krr_item(day=day_str(1)), krr_item(value="red")], "rj", key)
+    assert codes == ["value_out_of_domain", "day_in_future", "accepted"]
+    assert len(staged_reports()) == 1
 
 
 def test_bound_is_per_data_day(color, key):
-    items = [krr_item(day=day_str(-d)) for d in range(MAX_AGE + 1)] + [krr_item(day=day_str(-1))]
-    response = post_batch(envelope(items, client_id="days"), key)
-    assert item_codes(response) == ["accepted"] * (MAX_AGE + 1) + ["contribution_bound_exceeded"]
-    assert Report.objects.filter(day=today() - timedelta(days=1)).count() == 1
+    _send([krr_item(day=day_str(-d)) for d in range(MAX_AGE + 1)] + [krr_item(day=day_str(-1))], "days", key)
+    assert len(staged_reports()) == MAX_AGE + 1
+    assert len(staged_reports(day=today() - timedelta(days=1))) == 1
 
 
 def test_clients_are_independent(color, key):
-    assert item_codes(post_batch(envelope([krr_item()], client_id="alice"), key)) == ["accepted"]
-    assert item_codes(post_batch(envelope([krr_item()], client_id="bob"), key)) == ["accepted"]
-    assert item_codes(post_batch(envelope([krr_item()], client_id="alice"), key)) == ["contribution_bound_exceeded"]
-    assert item_codes(post_batch(envelope([krr_item()], client_id="Alice"), key)) == ["accepted"]
+    for client in ("alice", "bob", "alice", "Alice"):
+        _send([krr_item()], client, key)
+    assert len(staged_reports()) == 3
 
 
 def test_limits_do_not_depend_on_the_ingest_key(color, key):
     from telemetry import services
 
     _, other = services.create_ingest_key(app="second-app")
-    assert item_codes(post_batch(envelope([krr_item()], client_id="same"), key)) == ["accepted"]
-    assert item_codes(post_batch(envelope([krr_item()], client_id="same"), other)) == ["contribution_bound_exceeded"]
+    _send([krr_item()], "same", key)
+    assert item_codes(post_batch(envelope([krr_item()], client_id="same"), other)) == ["accepted"]
+    assert len(staged_reports()) == 1
 
 
 def test_bound_change_applies_to_new_version(make_metric, key):
     """A new version with a larger bound has counters of its own (it is another metric id)."""
     from telemetry import services
 
-    make_metric(bound=1)
-    assert item_codes(post_batch(envelope([krr_item()], client_id="v"), key)) == ["accepted"]
-    services.change_metric(name="color", contribution_bound=2)
-    response = post_batch(envelope([krr_item(), krr_item(), krr_item(), krr_item(version=1)], client_id="v"), key)
-    assert item_codes(response) == ["accepted", "accepted", "contribution_bound_exceeded",
-                                    "contribution_bound_exceeded"]
+    first = make_metric(bound=1)
+    _send([krr_item()], "v", key)
+    second = services.change_metric(name="color", contribution_bound=2)
+    _send([krr_item(), krr_item(), krr_item(), krr_item(version=1)], "v", key)
+    assert (len(staged_reports(first)), len(staged_reports(second))) == (1, 2)
 
 
 # --------------------------------------------------------------------------- daily cap
@@ -100,47 +99,44 @@ def test_bound_change_applies_to_new_version(make_metric, key):
 
 def test_daily_cap_over_one_metric(make_metric, key):
     make_metric(name="big", bound=100)
-    make_metric(name="other")
-    full = post_batch(envelope([krr_item("big") for _ in range(CAP)], client_id="cap"), key)
-    assert full.json()["accepted"] == CAP
-    over = post_batch(envelope([krr_item("other"), krr_item("big"), krr_item("other", day=day_str(-1))],
-                               client_id="cap"), key)
-    assert item_codes(over) == ["daily_limit_exceeded", "daily_limit_exceeded", "accepted"]
-    assert Report.objects.count() == CAP + 1
+    other = make_metric(name="other")
+    assert post_batch(envelope([krr_item("big") for _ in range(CAP)], client_id="cap"), key).json()["accepted"] == CAP
+    _send([krr_item("other"), krr_item("big"), krr_item("other", day=day_str(-1))], "cap", key)
+    assert len(staged_reports()) == CAP + 1
+    assert [row[1] for row in staged_reports(other)] == [today() - timedelta(days=1)]
 
 
 def test_daily_cap_over_several_metrics(make_metric, key):
     for name in ("m0", "m1", "m2", "m3", "m4"):
         make_metric(name=name, bound=30)
-    # 5 metrics x 30 = 150 attempts; the cap stops them at 100
-    items = [krr_item(f"m{i % 5}") for i in range(100)]
-    first = post_batch(envelope(items, client_id="several"), key)
-    assert first.json()["accepted"] == 100
-    second = post_batch(envelope([krr_item(f"m{i % 5}") for i in range(50)], client_id="several"), key)
-    codes = item_codes(second)
-    assert set(codes) == {"daily_limit_exceeded"}
-    assert Report.objects.count() == CAP
-    # another client still has its own 100
-    third = post_batch(envelope([krr_item(f"m{i % 5}") for i in range(10)], client_id="another"), key)
-    assert third.json()["accepted"] == 10
-
-
-def test_daily_cap_is_reached_mid_batch(make_metric, key):
-    make_metric(name="big", bound=100)
-    make_metric(name="small", bound=5)
-    post_batch(envelope([krr_item("big") for _ in range(97)], client_id="mid"), key)
-    response = post_batch(envelope([krr_item("small") for _ in range(5)], client_id="mid"), key)
-    assert item_codes(response) == ["accepted"] * 3 + ["daily_limit_exceeded"] * 2
+    _send([krr_item(f"m{i % 5}") for i in range(100)], "several", key)  # 5 metrics x 30 = 150 allowed by m
+    _send([krr_item(f"m{i % 5}") for i in range(50)], "several", key)
+    assert len(staged_reports()) == CAP
+    _send([krr_item(f"m{i % 5}") for i in range(10)], "another", key)  # another client has its own cap
+    assert len(staged_reports()) == CAP + 10
 
 
 def test_daily_cap_is_per_data_day(make_metric, key):
     make_metric(name="big", bound=100)
-    for offset in (0, -1, -MAX_AGE):
-        response = post_batch(envelope([krr_item("big", day=day_str(offset)) for _ in range(CAP)], client_id="dd"),
-                              key)
-        assert response.json()["accepted"] == CAP, offset
-    response = post_batch(envelope([krr_item("big", day=day_str(o)) for o in (0, -1, -2)], client_id="dd"), key)
-    assert item_codes(response) == ["daily_limit_exceeded", "daily_limit_exceeded", "accepted"]
+    _send([krr_item("big") for _ in range(CAP)], "cap-days", key)
+    _send([krr_item("big", day=day_str(-1)) for _ in range(3)], "cap-days", key)
+    assert len(staged_reports()) == CAP + 3
+
+
+# --------------------------------------------------------------------------- no participation oracle
+
+
+def test_the_answer_does_not_tell_whether_a_client_id_has_reported(color, key):
+    """A probe with a victim's client_id is answered exactly as one with a fresh client_id."""
+    _send([krr_item(value="green")], "victim", key)
+    batch_id = envelope([])["batch_id"]
+    probe = post_batch(envelope([krr_item()], client_id="victim", batch_id=batch_id), key)
+    fresh = post_batch(envelope([krr_item()], client_id="never-seen", batch_id=envelope([])["batch_id"]), key)
+    assert probe.status_code == fresh.status_code == 200
+    strip = lambda response: {**response.json(), "batch_id": None}  # noqa: E731
+    assert strip(probe) == strip(fresh)
+    assert sorted(probe.headers) == sorted(fresh.headers)
+    assert len(staged_reports()) == 2  # the victim's probe was not stored
 
 
 # --------------------------------------------------------------------------- concurrency
@@ -157,32 +153,85 @@ def test_concurrent_batches_of_one_client_never_exceed_the_bounds(make_metric, k
         assert response.status_code == 200
         return response.json()
 
-    answers = run_threads(16, submit)
-    accepted = sum(answer["accepted"] for answer in answers)
-    assert Report.objects.filter(metric=bounded).count() == 3
-    assert Report.objects.count() == accepted == CAP
-    assert Report.objects.filter(metric=big).count() == CAP - 3
-    codes = {item.get("code") for answer in answers for item in answer["items"]}
-    assert codes == {None, "contribution_bound_exceeded", "daily_limit_exceeded"}
+    run_threads(16, submit)
+    assert len(staged_reports(bounded)) == 3
+    assert len(staged_reports(big)) == CAP - 3
+    assert sorted(ClientCounter.objects.values_list("count", flat=True)) == [3, CAP - 3, CAP]
 
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_batches_of_many_clients_are_each_bounded(make_metric, key):
     make_metric(name="bounded", bound=2)
+    run_threads(16, lambda i: post_batch(envelope([krr_item("bounded") for _ in range(3)],
+                                                  client_id=f"client-{i % 4}"), key).status_code)
+    assert len(staged_reports()) == 4 * 2
 
-    def submit(i):
-        client = f"client-{i % 4}"
-        response = post_batch(envelope([krr_item("bounded") for _ in range(3)], client_id=client), key)
-        return response.json()["accepted"]
 
-    accepted = run_threads(16, submit)
-    assert sum(accepted) == 4 * 2 == Report.objects.count()
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_duplicates_count_exactly_what_was_stored(make_metric, key):
+    """Racing copies of one batch store it once and count it once."""
+    make_metric(bound=3)
+    raw = orjson.dumps(envelope([krr_item()], client_id="racing-dup"))
+    assert set(run_threads(8, lambda _: post_raw(raw, key).status_code)) == {200}
+    assert len(staged_reports()) == 1
+    _send([krr_item(), krr_item(), krr_item()], "racing-dup", key)
+    assert len(staged_reports()) == 3
+
+
+# --------------------------------------------------------------------------- crashes around COMMIT
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_committed_just_before_a_failure_is_replayed_not_counted_again(make_metric, key, monkeypatch):
+    """The commit succeeds, then the request fails before answering (a crash after COMMIT, a lost
+    response). The client retries: the batch is answered from its record, and neither its reports
+    nor its counts are doubled; the client has exactly its bound left."""
+    from deploy.api.db import LibpqSession
+
+    make_metric(bound=2)
+    body = envelope([krr_item(), krr_item(day=day_str(-1))], client_id="crash-after")
+    require_commit = LibpqSession.require_commit
+
+    def commit_then_fail(self, results):
+        require_commit(self, results)
+        if results[-1].command_status == b"COMMIT" and len(results) > 1:
+            raise ConnectionError("the worker died after COMMIT")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(LibpqSession, "require_commit", commit_then_fail)
+        with pytest.raises(ConnectionError):
+            post_batch(body, key)
+    retry = post_batch(body, key)
+    assert retry.status_code == 200 and retry["Idempotent-Replayed"] == "true"
+    assert len(staged_reports()) == 2
+    _send([krr_item(), krr_item(), krr_item()], "crash-after", key)  # one more today fits (m = 2)
+    assert len(staged_reports()) == 3
+    assert sorted(ClientCounter.objects.values_list("count", flat=True)) == [1, 1, 2, 2]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_that_failed_before_commit_counts_nothing(make_metric, key, monkeypatch):
+    from deploy.api.db import LibpqSession
+
+    make_metric(bound=1)
+    body = envelope([krr_item()], client_id="crash-before")
+    send = LibpqSession.send
+
+    def fail_at_commit(self, sql, *expected, **kwargs):
+        if sql.endswith("COMMIT") and "telemetry_stagedreports" in sql:
+            raise ConnectionError("the worker died before COMMIT")
+        return send(self, sql, *expected, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(LibpqSession, "send", fail_at_commit)
+        with pytest.raises(ConnectionError):
+            post_batch(body, key)
+    assert len(staged_reports()) == 0 and not ClientCounter.objects.filter(count__gt=0).exists()
+    assert item_codes(post_batch(body, key)) == ["accepted"]  # the retry is admitted, once
+    assert len(staged_reports()) == 1
 
 
 # --------------------------------------------------------------------------- unlinkability
-
-
-CLIENT_ID = "device-7f3a9e2c-uniquely-identifying"
 
 
 def _db_rows_containing(needle: str) -> dict:
@@ -204,104 +253,49 @@ def test_client_id_is_stored_nowhere_in_postgres(make_metric, key, protocol):
     item.update({"value": "a"} if protocol == "krr" else {"payload": "010"})
     body = envelope([item, dict(item, day=day_str(-1)), krr_item("nope")], client_id=CLIENT_ID)
     assert post_batch(body, key).json()["accepted"] == 2
-    # the sanity check finds what is there
-    assert _db_rows_containing(body["batch_id"]) == {"telemetry_batch": 1}
+    assert _db_rows_containing(body["batch_id"]) == {"telemetry_batch": 1}  # the check finds what is there
     assert _db_rows_containing(CLIENT_ID) == {}
     assert _db_rows_containing(hashlib.sha256(CLIENT_ID.encode()).hexdigest()[:16]) == {}
 
 
-def test_redis_keys_hide_client_id_and_expire(make_metric, key):
+def test_counter_keys_hide_the_client_id_and_expire(make_metric, key):
     make_metric(bound=3)
-    post_batch(envelope([krr_item(), krr_item(day=day_str(-1)), krr_item(day=day_str(-MAX_AGE))],
-                        client_id=CLIENT_ID), key)
-    r = _redis()
-    keys = list(r.scan_iter("*"))
-    assert keys, "the limiter keeps its counters in Redis"
-    ttl_limit = (MAX_AGE + 2) * 86400
-    for name in keys:
-        text = name.decode("latin-1")
-        assert CLIENT_ID not in text and CLIENT_ID.encode().hex() not in text
-        assert hashlib.sha256(CLIENT_ID.encode()).hexdigest()[:16] not in text  # an unkeyed hash would link
-        ttl = r.ttl(name)
-        assert 0 < ttl <= ttl_limit, (name, ttl)
-        if r.type(name) == b"string":
-            assert CLIENT_ID.encode() not in r.get(name)
+    _send([krr_item(), krr_item(day=day_str(-1)), krr_item(day=day_str(-MAX_AGE))], CLIENT_ID, key)
+    counters = list(ClientCounter.objects.all())
+    assert len(counters) == 6  # per day: the all-metrics total and the metric's count
+    for counter in counters:
+        assert CLIENT_ID not in counter.key and CLIENT_ID.encode().hex() not in counter.key
+        assert hashlib.sha256(CLIENT_ID.encode()).hexdigest()[:16] not in counter.key  # an unkeyed hash would link
+    assert DailySecret.objects.count() == 3
+    # a day that can no longer receive reports loses its secret and counters
+    assert limits.expire(today()) == 0  # every day still receives reports
+    assert limits.expire(today() + timedelta(days=MAX_AGE)) == 3  # the oldest day: its 2 counters and its secret
+    assert sorted({c.day for c in ClientCounter.objects.all()}) == [today() - timedelta(days=1), today()]
+    assert sorted(DailySecret.objects.values_list("day", flat=True)) == [today() - timedelta(days=1), today()]
 
 
 def test_pseudonyms_rotate_between_days(color, key):
     """The same client is not linkable across data days through the counter keys."""
-    post_batch(envelope([krr_item(day=day_str(0)), krr_item(day=day_str(-1))], client_id=CLIENT_ID), key)
-    r = _redis()
-    daily = {}
-    for name in r.scan_iter("*"):
-        text = name.decode()
-        parts = text.split(":")
-        if len(parts) == 3 and parts[1] in (day_str(0), day_str(-1)) and parts[1] != "secret":
-            daily[parts[1]] = parts[2]
-    assert set(daily) == {day_str(0), day_str(-1)}, list(r.scan_iter("*"))
-    assert daily[day_str(0)] != daily[day_str(-1)]
-    # and the pseudonym is not an HMAC under any fixed, guessable key
-    for guess in (b"", settings.SECRET_KEY.encode()):
-        assert hmac.new(guess, CLIENT_ID.encode(), hashlib.sha256).hexdigest()[:32] not in daily.values()
+    _send([krr_item(day=day_str(0)), krr_item(day=day_str(-1))], CLIENT_ID, key)
+    pseudonym = {c.day: c.key.split(":")[0] for c in ClientCounter.objects.all()}
+    assert set(pseudonym) == {today(), today() - timedelta(days=1)}
+    assert pseudonym[today()] != pseudonym[today() - timedelta(days=1)]
+    for guess in (b"", settings.SECRET_KEY.encode()):  # not an HMAC under any fixed, guessable key
+        assert hmac.new(guess, CLIENT_ID.encode(), hashlib.sha256).hexdigest()[:32] not in pseudonym.values()
 
 
-def test_limits_survive_a_new_worker_process_state(color, key):
-    """Another worker (fresh in-process state) enforces the same counters: they live in Redis."""
-    from telemetry.limits import get_limiter
-
-    assert item_codes(post_batch(envelope([krr_item()], client_id="w"), key)) == ["accepted"]
-    get_limiter.cache_clear()
-    assert item_codes(post_batch(envelope([krr_item()], client_id="w"), key)) == ["contribution_bound_exceeded"]
-
-
-def test_concurrent_duplicate_does_not_leak_counts(make_metric, key):
-    """After duplicate submissions of one batch, the client's remaining allowance is exact."""
-    make_metric(bound=3)
-    body = orjson.dumps(envelope([krr_item()], client_id="dupl"))
-    for _ in range(4):
-        post_raw(body, key)
-    response = post_batch(envelope([krr_item(), krr_item(), krr_item()], client_id="dupl"), key)
-    assert item_codes(response) == ["accepted", "accepted", "contribution_bound_exceeded"]
+def test_every_worker_uses_the_one_secret_of_a_day(color, key):
+    """A worker started later (empty process state) reads the day's secret from the database."""
+    _send([krr_item()], "w", key)
+    limits.secrets.forget()
+    _send([krr_item()], "w", key)
+    assert len(staged_reports()) == 1 and DailySecret.objects.count() == 1
 
 
-@pytest.mark.django_db(transaction=True)
-def test_concurrent_duplicates_leave_counters_equal_to_stored_rows(make_metric, key):
-    """Racing copies of one batch give back what they took: the client's remaining allowance is the
-    bound minus what was actually stored."""
-    metric = make_metric(bound=3)
-    raw = orjson.dumps(envelope([krr_item()], client_id="racing-dup"))
-    run_threads(8, lambda _: post_raw(raw, key).status_code)
-    stored = Report.objects.filter(metric=metric).count()
-    response = post_batch(envelope([krr_item(), krr_item(), krr_item()], client_id="racing-dup"), key)
-    assert response.json()["accepted"] == 3 - stored
-
-
-# --------------------------------------------------------------------------- the in-process limiter
-
-
-def test_local_limiter_decides_and_refunds_as_the_redis_one(settings):
-    """The embedded default's limiter gives the Redis script's decisions, item by item, refunds included."""
-    import random
-
-    from telemetry.limits import Contribution, LocalLimiter, RedisLimiter
-
-    settings.PRIVACY = {**settings.PRIVACY, "MAX_DAILY_CONTRIBUTIONS": 7}
-    local, shared = LocalLimiter(), RedisLimiter(settings.REDIS_URL)
-    rng = random.Random(11)  # test data only
-    days = [today() - timedelta(days=d) for d in range(3)]
-    decided = set()
-    for step in range(300):
-        client = f"client-{rng.randrange(3)}"
-        pairs = dict.fromkeys((rng.choice(days), rng.randrange(1, 5)) for _ in range(rng.randrange(1, 4)))
-        groups = [Contribution(day, metric_id, bound=metric_id % 3 + 1) for day, metric_id in pairs]
-        item_groups = [rng.randrange(len(groups)) for _ in range(rng.randrange(1, 6))]
-        answers = [limiter.admit_groups(client, groups, item_groups) for limiter in (local, shared)]
-        assert answers[0] == answers[1], step
-        decided.update(answers[0])
-        if rng.random() < 0.3:  # give back what this call admitted, as a failed transaction does
-            admitted = [0] * len(groups)
-            for group, decision in zip(item_groups, answers[0]):
-                admitted[group] += decision == 0
-            for limiter in (local, shared):
-                limiter.refund_groups(client, groups, admitted)
-    assert decided == {0, 1, 2}  # accepted, daily cap and metric bound all occurred
+def test_losing_redis_cannot_raise_a_bound(color, key):
+    """The counters are in PostgreSQL: an emptied Redis changes nothing."""
+    _send([krr_item()], "r", key)
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    limits.secrets.forget()
+    _send([krr_item()], "r", key)
+    assert len(staged_reports()) == 1

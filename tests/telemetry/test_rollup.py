@@ -1,10 +1,12 @@
-"""advance_rollup: exact, idempotent, incremental, and correct while batches are being ingested."""
+"""advance_rollup: exact, incremental, deletes what it folds, keeps append-only epoch deltas, and is
+correct while batches are being ingested."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections import defaultdict
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -12,10 +14,12 @@ from django.db import connections
 
 from privacy.ldp import make_oracle
 from telemetry.catalog import catalog
-from telemetry.models import ObservedCounts, Report, RollupWatermark
+from telemetry import staging
+from telemetry.models import CountDelta, ObservedCounts, RollupEpoch, StagedReports
 from telemetry.rollup import advance_rollup
+from telemetry.selectors import recounted_rows
 
-from helpers import day_str, envelope, krr_item, post_batch
+from helpers import day_str, envelope, krr_item, post_batch, staged_reports, today
 
 
 def _observed() -> dict:
@@ -26,14 +30,12 @@ def _observed() -> dict:
     }
 
 
-def _expected_from_reports() -> dict:
-    """The same, computed straight from the Report rows."""
-    support: dict = {}
-    reports: dict = defaultdict(int)
+def _expected(rows, before: dict | None = None) -> dict:
+    """The counts ``before`` plus those of report rows, computed one report at a time."""
+    support: dict = {cell: np.array(s, dtype=np.int64) for cell, (_, s) in (before or {}).items()}
+    reports: dict = defaultdict(int, {cell: n for cell, (n, _) in (before or {}).items()})
     payloads: dict = defaultdict(list)
-    for metric_id, day, region, value, payload in Report.objects.values_list(
-        "metric_id", "day", "region", "value", "payload"
-    ):
+    for metric_id, day, region, value, payload in rows:
         cell = (metric_id, day, region)
         reports[cell] += 1
         spec = catalog.by_id(metric_id)
@@ -69,37 +71,72 @@ def _batch(n: int, client: str, seed: int) -> dict:
     return envelope(items, client_id=client)
 
 
-def test_empty_rollup(db):
-    assert advance_rollup() == 0
-    assert advance_rollup() == 0
-    assert ObservedCounts.objects.count() == 0
+def test_a_rollup_makes_an_epoch_even_with_nothing_to_fold(db):
+    """The data version advances with time only: an empty roll-up is an epoch too, with no deltas."""
+    first, second = advance_rollup(), advance_rollup()
+    assert second.id > first.id and first.token != second.token and len(first.token) >= 20
+    assert ObservedCounts.objects.count() == CountDelta.objects.count() == 0
 
 
-def test_rollup_matches_reports_and_is_idempotent(metrics, key):
+def test_rollup_folds_the_staged_reports_and_deletes_them(metrics, key):
     for c in range(3):
         assert post_batch(_batch(40, f"c{c}", c), key).json()["accepted"] == 40
-    high = advance_rollup()
-    assert high == Report.objects.order_by("-id").values_list("id", flat=True).first()
-    assert RollupWatermark.objects.get().report_id == high
-    expected = _expected_from_reports()
+    expected = _expected(staged_reports())
+    assert StagedReports.objects.exists()
+    epoch = advance_rollup()
+    assert not StagedReports.objects.exists()  # aggregate, then discard
     assert _observed() == expected
     assert sum(r for r, _ in expected.values()) == 120
+    assert set(CountDelta.objects.values_list("epoch", flat=True)) == {epoch.id}
     # again: nothing new, nothing changes
-    assert advance_rollup() == high
-    assert advance_rollup() == high
+    advance_rollup()
+    advance_rollup()
     assert _observed() == expected
 
 
-def test_rollup_is_incremental(metrics, key):
+def test_rollup_is_incremental_and_each_epoch_recounts_as_it_was(metrics, key):
     post_batch(_batch(30, "a", 1), key)
-    advance_rollup()
+    first_rows = staged_reports()
+    first_epoch = advance_rollup()
     first = _observed()
     post_batch(_batch(30, "b", 2), key)
     post_batch(envelope([krr_item("k", "d", day=day_str(-1), region="US")], client_id="z"), key)
-    advance_rollup()
-    assert _observed() == _expected_from_reports()
+    expected = _expected(staged_reports(), first)
+    second_epoch = advance_rollup()
+    assert _observed() == expected
     assert sum(r for r, _ in _observed().values()) == 61
-    assert _observed() != first
+    # the append-only deltas give back the counts of each epoch, the first one included
+    for epoch, counts in ((first_epoch, first), (second_epoch, expected)):
+        for metric in metrics:
+            spec = catalog.by_id(metric.id)
+            rows = recounted_rows(spec, today() - timedelta(days=10), today(), epoch.id)
+            recount = {(metric.id, day, region): (int(n), support.tolist())
+                       for day, region, n, support in zip(rows.days, rows.regions, rows.reports, rows.support)}
+            assert recount == {cell: value for cell, value in counts.items() if cell[0] == metric.id}
+    assert _expected(first_rows) == first
+
+
+@pytest.mark.parametrize("protocol", ["krr", "oue", "olh", "ss"])
+def test_staged_payloads_round_trip_and_fold_to_the_oracles_support_counts(make_metric, protocol):
+    metric = make_metric(name=f"codec-{protocol}", domain=[f"v{i}" for i in range(7)], protocol=protocol)
+    spec = catalog.by_id(metric.id)
+    rng = np.random.default_rng(3)  # test data only
+    reports = spec.oracle.randomize(rng.integers(0, 7, size=500))
+    days = [today() - timedelta(days=int(d)) for d in rng.integers(0, 4, size=500)]
+    regions = [["", "US", "FR"][int(r)] for r in rng.integers(0, 3, size=500)]
+    if protocol == "krr":
+        rows = [(metric.id, d, r, int(v), None) for d, r, v in zip(days, regions, reports)]
+    else:
+        rows = [(metric.id, d, r, None, p) for d, r, p in zip(days, regions, spec.oracle.pack(reports))]
+    payload = staging.pack_rows(spec, rows)
+    assert len(payload) == 500 * staging.record_dtype(spec).itemsize
+    assert staging.unpack_rows(spec, payload) == rows
+    folded = staging.fold(spec, payload)
+    for (day, region), (n, support) in folded.items():
+        chosen = [i for i in range(500) if days[i] == day and regions[i] == region]
+        assert n == len(chosen)
+        assert support.tolist() == spec.oracle.support_counts(reports[chosen]).tolist()
+    assert sum(n for n, _ in folded.values()) == 500
 
 
 def test_rollup_counts_krr_exactly(make_metric, key):
@@ -154,16 +191,16 @@ def test_rollup_while_ingesting_loses_and_doubles_nothing(metrics, key):
     assert rollups[0] > 3, "the roll-up ran alongside the ingest"
     advance_rollup()
     total = writers * batches_each * batch_size
-    assert Report.objects.count() == total
     observed = _observed()
     assert sum(r for r, _ in observed.values()) == total
-    assert observed == _expected_from_reports()
+    assert not StagedReports.objects.exists()
 
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_rollups_do_not_double_count(metrics, key):
     for c in range(4):
         post_batch(_batch(25, f"c{c}", c), key)
+    expected = _expected(staged_reports())
     errors = []
     barrier = threading.Barrier(4)
 
@@ -183,19 +220,8 @@ def test_concurrent_rollups_do_not_double_count(metrics, key):
         thread.join(60)
     assert not errors, errors
     assert sum(r for r, _ in _observed().values()) == 100
-    assert _observed() == _expected_from_reports()
-
-
-def test_watermark_covers_exactly_the_rolled_up_reports(metrics, key):
-    post_batch(_batch(10, "x", 1), key)
-    high = advance_rollup()
-    assert Report.objects.filter(id__gt=high).count() == 0
-    post_batch(_batch(10, "y", 2), key)
-    assert Report.objects.filter(id__gt=high).count() == 10
-    assert sum(r for r, _ in _observed().values()) == 10  # not yet rolled up
-    assert advance_rollup() > high
-    assert sum(r for r, _ in _observed().values()) == 20
-    assert _observed() == _expected_from_reports()
+    assert _observed() == expected
+    assert RollupEpoch.objects.count() == 4
 
 
 def test_change_seen_late_by_another_worker_does_not_break_the_rollup(make_metric, key):

@@ -1,11 +1,12 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from telemetry.release.audit import verify_release
 from deploy.api.errors import ApiError
+from telemetry.release.audit import operator_cells, replay_release
 
 
 class Command(BaseCommand):
-    help = "Replay a release: re-derive its noise from the sealed seed and recount the raw data."
+    help = ("Replay a release: re-derive its noise from the sealed seed and recount its raw data. "
+            "The operator's tool: it needs the audit key and the database, and shows raw counts with --cells.")
 
     def add_arguments(self, parser):
         parser.add_argument("release_id")
@@ -13,19 +14,20 @@ class Command(BaseCommand):
 
     def handle(self, *args, release_id, cells, **options):
         try:
-            result = verify_release(release_id)
+            replay = replay_release(release_id)
         except ApiError as error:
             raise CommandError(f"{error.code}: {error.message}")
         if cells:
-            for cell in result["cells"]:
+            for cell in operator_cells(replay):
                 self.stdout.write(
                     f"day={cell['day']} region={cell['region']!r} raw={cell['raw']} noise={cell['noise']}"
-                    f" noisy={cell['noisy']} ok={cell['noisy_equals_raw_plus_noise']}"
+                    f" noisy={cell['noisy']} ok={cell['verified']}"
                 )
+        noise_verified = bool(replay.cell_verified.all())
         self.stdout.write(
-            f"release {result['release_id']}: {result['cells_checked']} cells, watermark {result['watermark']},"
-            f" scale {result['noise_scale']}, noise_verified={result['noise_verified']},"
-            f" postprocessing_verified={result['postprocessing_verified']}"
+            f"release {replay.release.id}: {replay.cell_verified.size} cells, epoch {replay.release.data_epoch},"
+            f" scale {replay.release.noise_scale}, noise_verified={noise_verified},"
+            f" postprocessing_verified={replay.postprocessing_verified}"
         )
-        if not (result["noise_verified"] and result["postprocessing_verified"]):
+        if not (noise_verified and replay.postprocessing_verified):
             raise CommandError("verification FAILED")

@@ -3,6 +3,7 @@ reports that arrive later do not disturb a replay, the ledger is insert-only."""
 
 from __future__ import annotations
 
+import hashlib
 from fractions import Fraction
 from io import StringIO
 
@@ -16,7 +17,8 @@ from accounting.models import LedgerEntry
 from privacy import central
 from privacy.drbg import DRBG
 from privacy.sealing import parse_key, unseal
-from telemetry.models import Release, Report
+from telemetry.models import Release
+from telemetry.release.audit import operator_cells, replay_release
 from telemetry.release.codec import pack_counts
 from telemetry.release.released import released_digest
 from telemetry.rollup import advance_rollup
@@ -45,19 +47,32 @@ def test_krr_release_replays_exactly(q, analyst, admin, color):
     assert response.status_code == 200, response.json()
     report = response.json()
     assert report["noise_verified"] is True and report["postprocessing_verified"] is True
-    assert report["release_id"] == str(release.id) and report["watermark"] == release.watermark
+    assert report["seal_verified"] is True
+    assert report["release_id"] == str(release.id) and report["data_version"] == result["release"]["data_version"]
     assert report["cells_checked"] == 6 and len(report["cells"]) == 6
     assert report["sensitivity"] == 1 and Fraction(report["noise_scale"]) == 2
-    raw = np.array([cell["raw"] for cell in report["cells"]])
-    noise = np.array([cell["noise"] for cell in report["cells"]])
-    noisy = np.array([cell["noisy"] for cell in report["cells"]])
-    assert (raw == expected).all()  # the recount from raw reports is what was inserted
-    assert (noisy == raw + noise).all() and all(c["noisy_equals_raw_plus_noise"] for c in report["cells"])
-    assert (noisy.reshape(-1) == q.noisy(release)).all()
-    assert [(c["day"], c["region"]) for c in report["cells"]] == [
-        (day.isoformat(), region) for day in (q.day(-2), q.day(-1)) for region in q.axis]
-    # the digest pins the released data the analyst got
-    assert release.released_digest == released_digest(result["data"])
+    assert [(c["day"], c["region"], c["verified"]) for c in report["cells"]] == [
+        (day.isoformat(), region, True) for day in (q.day(-2), q.day(-1)) for region in q.axis]
+    # the digests pin the released data the analyst got and the stored noisy counts
+    assert report["released_digest"] == release.released_digest == released_digest(result["data"])
+    assert report["noisy_counts_digest"] == hashlib.sha256(bytes(release.noisy_counts)).hexdigest()
+    # the operator's replay (audit key + database) shows the raw counts: the recount is what was stored
+    replay = replay_release(release.id)
+    assert (replay.raw == expected).all()
+    assert (replay.noisy == replay.raw + replay.noise).all()
+    assert (replay.noisy.reshape(-1) == q.noisy(release)).all()
+
+
+def test_verify_over_the_api_reveals_no_raw_count_noise_or_noisy_count(q, analyst, admin, color):
+    """An admin could run a query at a tiny ε and verify it: the API must prove without revealing."""
+    user, _ = analyst
+    release, expected, _ = _krr_release(q, user, color)
+    report = _verify(q, admin[1], release.id).json()
+    assert set(report) == {"release_id", "data_version", "noise_scale", "sensitivity", "epsilon", "seal_verified",
+                           "released_digest", "noisy_counts_digest", "cells_checked", "noise_verified",
+                           "postprocessing_verified", "cells"}
+    assert all(set(cell) == {"day", "region", "verified"} for cell in report["cells"])
+    assert all(isinstance(cell["verified"], bool) for cell in report["cells"])
 
 
 def test_the_sealed_seed_alone_re_derives_the_noise(q, analyst, color):
@@ -89,16 +104,17 @@ def test_non_krr_release_replays_exactly(q, analyst, admin, protocol, k):
     assert report["noise_verified"] is True and report["postprocessing_verified"] is True
     from telemetry.catalog import catalog
 
+    cells = operator_cells(replay_release(result["release"]["id"]))
     oracle = catalog.by_id(metric.id).oracle
     assert report["sensitivity"] == oracle.max_support + 1  # m = 1: one report's support weight plus its n
     if protocol in ("oue", "olh"):
         assert oracle.max_support == k
-    for cell in report["cells"]:
+    for cell in cells:
         day = q.day(-3) if cell["day"] == d1.isoformat() else q.day(-2)
         n, support = supports.get((day, cell["region"]), (0, np.zeros(k, dtype=np.int64)))
         assert cell["columns"][-1] == "n"
         assert cell["raw"] == [*support.tolist(), n], cell
-        assert cell["noisy_equals_raw_plus_noise"] is True
+        assert cell["verified"] is True
 
 
 def test_ungrouped_release_replays(q, analyst, admin, color):
@@ -107,7 +123,7 @@ def test_ungrouped_release_replays(q, analyst, admin, color):
     result = q.run(user, q.body(color, q.day(-5), q.day(-1), epsilon="1"))
     report = _verify(q, admin[1], result["release"]["id"]).json()
     assert report["noise_verified"] and report["postprocessing_verified"] and report["cells_checked"] == 1
-    assert report["cells"][0]["raw"] == [3, 2, 1]
+    assert operator_cells(replay_release(result["release"]["id"]))[0]["raw"] == [3, 2, 1]
 
 
 def test_a_tampered_noisy_count_fails_verification_in_that_cell_only(q, analyst, admin, color):
@@ -118,7 +134,7 @@ def test_a_tampered_noisy_count_fails_verification_in_that_cell_only(q, analyst,
     Release.objects.filter(id=release.id).update(noisy_counts=pack_counts(noisy))
     report = _verify(q, admin[1], release.id).json()
     assert report["noise_verified"] is False
-    assert [c["noisy_equals_raw_plus_noise"] for c in report["cells"]] == [True, False, True, True, True, True]
+    assert [c["verified"] for c in report["cells"]] == [True, False, True, True, True, True]
     assert report["postprocessing_verified"] is False  # the released values no longer follow from them
 
 
@@ -132,29 +148,41 @@ def test_tampered_released_data_fails_postprocessing_verification(q, analyst, ad
     assert report["noise_verified"] is True and report["postprocessing_verified"] is False
 
 
-def test_a_report_slipped_in_below_the_watermark_is_caught(q, analyst, admin, color):
+def test_a_count_slipped_into_a_counted_epoch_is_caught(q, analyst, admin, color):
+    from telemetry.models import CountDelta
+
     user, _ = analyst
     release, _, _ = _krr_release(q, user, color)
-    assert release.watermark > 0
-    Report.objects.create(id=-1, metric_id=color.id, day=q.day(-1), region="US", value=2)  # id <= watermark
+    CountDelta.objects.create(epoch=release.data_epoch, metric_id=color.id, day=q.day(-1), region="US", reports=1,
+                              support=np.array([0, 0, 1], dtype="<i8").tobytes())
     report = _verify(q, admin[1], release.id).json()
     assert report["noise_verified"] is False
-    bad = [(c["day"], c["region"]) for c in report["cells"] if not c["noisy_equals_raw_plus_noise"]]
+    bad = [(c["day"], c["region"]) for c in report["cells"] if not c["verified"]]
     assert bad == [(q.day(-1).isoformat(), "US")]
 
 
-def test_reports_arriving_after_the_release_do_not_change_its_verification(q, analyst, admin, color):
+def test_reports_rolled_up_after_the_release_do_not_change_its_verification(q, analyst, admin, color):
     user, _ = analyst
-    release, _, _ = _krr_release(q, user, color)
-    ids = q.add_krr(color, q.day(-1), "US", [50, 0, 0]) + q.add_krr(color, q.day(-2), "DE", [0, 7, 0])
-    assert min(ids) > release.watermark
-    assert advance_rollup() > release.watermark  # the roll-up has moved on
+    release, _, first = _krr_release(q, user, color)
+    q.add_krr(color, q.day(-1), "US", [50, 0, 0])
+    q.add_krr(color, q.day(-2), "DE", [0, 7, 0])
+    assert advance_rollup().id > release.data_epoch  # the roll-up has moved on
     report = _verify(q, admin[1], release.id).json()
     assert report["noise_verified"] is True and report["postprocessing_verified"] is True
-    # and a fresh release of the same query sees the new reports
+    # a fresh release of the same query counts the new reports, at a new data version
     fresh = q.run(user, {**release.query, "fresh": True})
-    assert fresh["release"]["data_as_of_report_id"] >= max(ids)
+    assert fresh["release"]["data_version"] != first["release"]["data_version"]
+    assert Release.objects.get(id=fresh["release"]["id"]).data_epoch > release.data_epoch
     assert _verify(q, admin[1], fresh["release"]["id"]).json()["noise_verified"] is True
+    assert operator_cells(replay_release(fresh["release"]["id"]))[3 + q.axis.index("US")]["raw"] == [59, 9, 1]
+
+
+def test_a_release_older_than_epochs_cannot_be_replayed_and_says_so(q, analyst, admin, color):
+    user, _ = analyst
+    release, _, _ = _krr_release(q, user, color)
+    Release.objects.filter(id=release.id).update(data_epoch=None)
+    response = _verify(q, admin[1], release.id, raise_errors=False)
+    assert response.status_code == 409 and response.json()["code"] == "audit_data_unavailable"
 
 
 def test_a_tampered_or_moved_sealed_seed_is_a_clear_failure_not_a_server_error(q, analyst, admin, color):
@@ -184,7 +212,7 @@ def test_releases_list_shows_the_audit_record(q, analyst, admin, color):
     assert len(listed) == 1
     row = listed[0]
     assert row["id"] == str(release.id) and row["analyst"] == "ana" and row["epsilon"] == 0.5
-    assert row["query"] == release.query and row["watermark"] == release.watermark
+    assert row["query"] == release.query and row["data_version"] == replay_token(release)
     entry = LedgerEntry.objects.get()
     assert row["ledger_entries"] == [entry.id]
     assert (entry.spender, entry.epsilon_micro, entry.subject_kind, entry.subject_id) == (
@@ -193,15 +221,24 @@ def test_releases_list_shows_the_audit_record(q, analyst, admin, color):
     assert "sealed_seed" not in row and "noisy_counts" not in row and "seed" not in row
 
 
+def replay_token(release) -> str:
+    from telemetry.models import RollupEpoch
+
+    return RollupEpoch.objects.get(id=release.data_epoch).token
+
+
 # --- the management command --------------------------------------------------------------
 
 
 def test_verify_release_management_command(q, analyst, color):
     user, _ = analyst
-    release, _, _ = _krr_release(q, user, color)
+    release, expected, _ = _krr_release(q, user, color)
     out = StringIO()
     call_command("verify_release", str(release.id), stdout=out)
     assert str(release.id) in out.getvalue() and "false" not in out.getvalue().lower(), out.getvalue()
+    cells = StringIO()
+    call_command("verify_release", str(release.id), "--cells", stdout=cells)  # the operator sees the raw counts
+    assert f"raw={expected[0].tolist()}" in cells.getvalue()
     noisy = q.noisy(release).copy()
     noisy[0] -= 1
     Release.objects.filter(id=release.id).update(noisy_counts=pack_counts(noisy))

@@ -181,7 +181,11 @@ def test_response_shape(q, analyst, color):
 
     release = Release.objects.get()
     assert body["release"]["id"] == str(release.id)
-    assert body["release"]["data_as_of_report_id"] == release.watermark > 0
+    from telemetry.models import RollupEpoch
+
+    # an opaque data version, not a count: the token of the roll-up epoch the release counted
+    assert body["release"]["data_version"] == RollupEpoch.objects.get(id=release.data_epoch).token
+    assert "data_as_of_report_id" not in body["release"] and not body["release"]["data_version"].isdigit()
     assert body["release"]["query"] == {"metric": "color", "version": 1, "start": q.day(-2).isoformat(),
                                         "end": q.day(-1).isoformat(), "group_by": ["day"], "epsilon": 0.5}
     data = body["data"]
