@@ -103,4 +103,4 @@ def run_query(*, user, request: QueryRequest) -> dict:
         release, answer = _paid_answer(user, request)
     if answer is None:
         answer = _cached_answer(user, release, request)
-    return query_response(release, request.spec, answer)
+    return query_response(release, request.spec, answer, request.presentation)
