@@ -153,7 +153,9 @@ PRIVACY = {
     "MAX_QUERY_EPSILON": "10",
     "DEFAULT_PARTITION_CAP_EPSILON": os.environ.get("DEFAULT_PARTITION_CAP_EPSILON", "50"),
     "APPROXIMATE_DELTA": "1e-6",
-    "COARSEN_THRESHOLD": 5,
+    # A region is shown on its own only if its noisy n exceeds what an empty region's noise
+    # exceeds with this probability; the others merge into "other" (docs/privacy.md, "Coarsening").
+    "EMPTY_REGION_SURVIVAL": float(os.environ.get("EMPTY_REGION_SURVIVAL", "0.01")),
     "MAX_QUERY_DAYS": 90,
     # The region axis of query grids and of what ingest accepts; "" (no region) is always allowed.
     "REGIONS": [r for r in os.environ.get("PRIVACY_REGIONS", "").split(",") if r] or None,

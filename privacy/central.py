@@ -3,8 +3,8 @@
 The mechanism is the only step that touches raw data: exact discrete Laplace
 noise (CKS 2020) is added to the raw observed counts of a data-independent
 grid of cells. Everything after it is post-processing of the noisy counts and
-costs no privacy (Dwork & Roth 2014, Prop. 2.1): debiasing, Norm-Sub,
-sum-preserving rounding, coarsening decided on noisy totals, intervals.
+costs no privacy (Dwork & Roth 2014, Prop. 2.1): coarsening decided on noisy
+totals, debiasing, Norm-Sub, sum-preserving rounding, intervals.
 
 Grid layout: ``noisy`` has one row per cell and ``k`` columns of support
 counts; protocols other than k-RR add one column holding the cell's report
@@ -13,8 +13,10 @@ count ``n``, because their supports do not sum to ``n``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import lru_cache
 
 import numpy as np
 
@@ -23,7 +25,6 @@ from privacy.ldp import FrequencyOracle, confidence_intervals
 from privacy.ldp.postprocess import norm_sub_rows
 from privacy.epsilon import MICRO_PER_EPSILON
 from privacy.noise import discrete_laplace_array, discrete_laplace_variance
-
 
 
 def counts_n_separately(oracle: FrequencyOracle) -> bool:
@@ -65,17 +66,18 @@ class PostProcessed:
     variance: np.ndarray  # (cells, k) float, LDP + central noise variance of `unbiased`
 
 
-def _noisy_n(oracle: FrequencyOracle, noisy: np.ndarray) -> np.ndarray:
-    return noisy[:, oracle.k] if counts_n_separately(oracle) else noisy.sum(axis=1)
+def noisy_n(oracle: FrequencyOracle, noisy: np.ndarray) -> np.ndarray:
+    """The noisy report count of every row of ``noisy`` (..., width): k-RR's sum of counts, else the n column."""
+    return noisy[..., oracle.k] if counts_n_separately(oracle) else noisy.sum(axis=-1)
 
 
 def debias(oracle: FrequencyOracle, noisy: np.ndarray) -> np.ndarray:
     """Unbiased counts of every cell from its noisy support counts and noisy n."""
-    return oracle.estimate(noisy[:, : oracle.k], _noisy_n(oracle, noisy))
+    return oracle.estimate(noisy[:, : oracle.k], noisy_n(oracle, noisy))
 
 
 def central_variance(oracle: FrequencyOracle, scale: Fraction) -> float:
-    """Variance that the central noise adds to one debiased count.
+    """Variance that the central noise adds to one debiased count of one grid cell.
 
     With noise Z_v on C(v) and Z_n on n: k-RR has Z_n = sum_u Z_u, so the error
     is ((1-q) Z_v - q sum_{u != v} Z_u) / (p-q); otherwise (Z_v - q Z_n)/(p-q).
@@ -96,22 +98,110 @@ def round_rows_preserving_sums(values: np.ndarray, totals: np.ndarray) -> np.nda
     return floors + (ranks < short[:, None])
 
 
-def post_process(oracle: FrequencyOracle, noisy: np.ndarray, scale: Fraction) -> PostProcessed:
-    """Debias -> Norm-Sub -> round, on every cell at once (all post-processing)."""
+def post_process(oracle: FrequencyOracle, noisy: np.ndarray, scale: Fraction,
+                 noise_terms: np.ndarray | int = 1) -> PostProcessed:
+    """Debias -> Norm-Sub -> round, on every row at once (all post-processing).
+
+    Row i of ``noisy`` is the noisy raw counts of one released cell: one grid
+    cell, or the sum of ``noise_terms[i]`` grid cells (a merged "other" cell),
+    whose central noise variances add up.
+    """
     unbiased = debias(oracle, noisy)
-    reports = np.maximum(np.rint(_noisy_n(oracle, noisy)), 0).astype(np.int64)
+    reports = np.maximum(np.rint(noisy_n(oracle, noisy)), 0).astype(np.int64)
     consistent = norm_sub_rows(unbiased, reports.astype(np.float64))
     counts = round_rows_preserving_sums(consistent, reports)
-    variance = oracle.variance(reports, unbiased) + central_variance(oracle, scale)
+    terms = np.asarray(noise_terms, dtype=np.float64)
+    variance = oracle.variance(reports, unbiased) + central_variance(oracle, scale) * terms[..., None]
     return PostProcessed(reports, counts, unbiased, variance)
 
 
-def coarsen_mask(reports: np.ndarray, threshold: int) -> np.ndarray:
-    """Cells whose noisy report total is below ``threshold``: merged into "other".
+def laplace_sum_survival(terms: int, scale: Fraction, threshold: int) -> float:
+    """P(Z_1 + ... + Z_terms > threshold) for i.i.d. discrete Laplace(scale) Z_i, threshold >= 0, exactly.
 
-    Decided on the post-processed noisy totals only, never on raw counts.
+    Z = G - G' with G, G' i.i.d. geometric, P(G = j) = (1-r) r^j, r = e^{-1/scale}
+    (Inusah & Kozubowski 2006), so the sum is A - B with A, B i.i.d. negative
+    binomial NB(k, r), k = terms. Conditioning on B = j and using
+    P(A > m) = sum_{i<k} C(m+k, i) (1-r)^i r^{m+k-i}, Vandermonde's identity
+    and sum_j C(j+k-1, j) C(j, l) r^{2j} = C(k+l-1, l) r^{2l} / (1-r^2)^{k+l}:
+
+        P(S > tau) = r^{tau+k} sum_{j+l <= k-1} C(tau+k, j) (1-r)^j r^{-j} C(k+l-1, l) r^l / (1+r)^{k+l},
+
+    a finite sum of positive terms (k = 1: r^{tau+1}/(1+r)), computed in logs
+    as sum_j a_j * (sum_{l <= k-1-j} b_l). docs/privacy.md, "Coarsening".
     """
-    return reports < threshold
+    if terms < 1 or threshold < 0:
+        raise ValueError("terms must be >= 1 and threshold >= 0")
+    log_r = -1.0 / float(scale)
+    log_1mr, log_1pr = math.log(-math.expm1(log_r)), math.log1p(math.exp(log_r))
+    idx = np.arange(terms, dtype=np.float64)
+    log_binom_top = np.concatenate([[0.0], np.cumsum(np.log(threshold + terms - idx[1:] + 1) - np.log(idx[1:]))])
+    log_binom_nb = np.concatenate([[0.0], np.cumsum(np.log(terms + idx[1:] - 1) - np.log(idx[1:]))])
+    a = log_binom_top + idx * (log_1mr - log_r)  # C(tau+k, j) (1-r)^j r^{-j}
+    b = log_binom_nb + idx * log_r - (terms + idx) * log_1pr  # C(k+l-1, l) r^l / (1+r)^{k+l}
+    b_prefix = np.logaddexp.accumulate(b)  # log sum_{l <= m} b_l
+    log_sum = np.logaddexp.reduce(a + b_prefix[::-1])
+    return math.exp((threshold + terms) * log_r + log_sum)
+
+
+def empty_cell_threshold(oracle: FrequencyOracle, scale: Fraction, survival: float) -> int:
+    """The least tau >= 0 with P(noisy n of an empty cell > tau) <= ``survival``.
+
+    An empty cell's noisy n is pure noise: the sum of its k noises for k-RR,
+    the n column's one noise otherwise. A region is shown only if its noisy n
+    exceeds tau, so an empty region is shown with probability
+    laplace_sum_survival(terms, scale, tau) <= survival. Depends only on public
+    parameters (protocol, k, scale), never on the data.
+    """
+    return survival_threshold(1 if counts_n_separately(oracle) else oracle.k, Fraction(scale), float(survival))
+
+
+@lru_cache(maxsize=256)
+def survival_threshold(terms: int, scale: Fraction, survival: float) -> int:
+    """The least tau >= 0 with laplace_sum_survival(terms, scale, tau) <= survival (bisection; it decreases in tau)."""
+    if not 0.0 < survival < 0.5:
+        raise ValueError("survival must be in (0, 0.5)")
+    low, high = -1, 1  # survival(high) <= target < survival(low), reading survival(-1) as 1
+    while laplace_sum_survival(terms, scale, high) > survival:
+        low, high = high, 2 * high
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if laplace_sum_survival(terms, scale, middle) <= survival else (middle, high)
+    return high
+
+
+def shown_regions(oracle: FrequencyOracle, noisy: np.ndarray, scale: Fraction, survival: float) -> np.ndarray:
+    """(days, regions) mask of the regions shown on their own: noisy n above :func:`empty_cell_threshold`.
+
+    ``noisy`` is the (days, regions, width) grid of noisy counts; the decision
+    uses noisy values and public parameters only (post-processing).
+    """
+    return noisy_n(oracle, noisy) > empty_cell_threshold(oracle, scale, survival)
+
+
+@dataclass
+class Coarsened:
+    """The released rows of a (days, regions) grid: each day's shown regions, then its "other" row if any."""
+
+    rows: np.ndarray  # (cells, width) noisy raw counts: a region's, or the sum of a day's merged regions
+    noise_terms: np.ndarray  # (cells,) grid cells whose noise each row sums (1 for a region)
+    day: np.ndarray  # (cells,) day index
+    slot: np.ndarray  # (cells,) region index, or the number of regions for "other"
+
+
+def coarsen(noisy: np.ndarray, shown: np.ndarray) -> Coarsened:
+    """Merge each day's regions not ``shown`` into one "other" row: the sum of their NOISY RAW counts.
+
+    The merged row is then post-processed as one cell (:func:`post_process`),
+    so its estimate is the debiased sum (not a sum of per-region values already
+    clipped and rounded) and its variance adds one central noise per merged cell.
+    """
+    days, regions, width = noisy.shape
+    merged = ~shown
+    other = np.where(merged[..., None], noisy, 0).sum(axis=1, keepdims=True)
+    released = np.concatenate([shown, merged.any(axis=1, keepdims=True)], axis=1)  # (days, regions + 1)
+    terms = np.concatenate([np.ones((days, regions), dtype=np.int64), merged.sum(axis=1, keepdims=True)], axis=1)
+    day, slot = np.nonzero(released)
+    return Coarsened(np.concatenate([noisy, other], axis=1)[day, slot], terms[day, slot], day, slot)
 
 
 def intervals(unbiased: np.ndarray, variance: np.ndarray, confidence: float, simultaneous: bool):

@@ -29,8 +29,8 @@ from telemetry.models import Release
 from privacy.epsilon import from_micro
 from telemetry.release.codec import unpack_counts
 from telemetry.release.grid import build_grid, grid_axes
-from telemetry.release.postprocess import released_data
-from telemetry.release.request import Presentation, query_of_release
+from telemetry.release.postprocess import postprocessing_verified
+from telemetry.release.request import query_of_release
 
 
 def _release(release_id) -> Release:
@@ -92,12 +92,10 @@ def replay_release(release_id) -> Replay:
     except ValueError as error:
         raise ApiError("audit_counts_unreadable", f"The stored noisy counts do not decode for this release's grid "
                        f"({error}): they were altered or written in another format.", http_status=409)
-    # Post-processing is deterministic: the stored noisy counts must re-render to exactly what was released.
-    rerendered = released_data(release, spec, Presentation(release.confidence, release.simultaneous))
     days, regions = grid_axes(query, tuple(release.regions))
     columns = list(spec.domain) + (["n"] if central.counts_n_separately(spec.oracle) else [])
-    return Replay(release, days, regions, columns, raw, noise, noisy,
-                  rerendered.digest() == release.released_digest)
+    # Post-processing is deterministic: the stored noisy counts must re-render to exactly what was released.
+    return Replay(release, days, regions, columns, raw, noise, noisy, postprocessing_verified(release, spec))
 
 
 def _cell_labels(replay: Replay) -> list[dict]:

@@ -7,6 +7,16 @@ import orjson
 from privacy.epsilon import from_micro
 from telemetry.catalog import MetricSpec
 from telemetry.models import Release
+from telemetry.release.request import Presentation
+
+#: What each figure of a cell is (docs/api.md, "Queries"; docs/privacy.md, "Post-processing").
+ESTIMATES = {
+    "reports": "noisy report count of the cell, rounded, at least 0",
+    "counts": "consistent estimate: Norm-Sub of unbiased, rounded; non-negative integers summing to reports",
+    "unbiased": "unbiased estimate of each count (debiased noisy counts); can be negative",
+    "ci_low/ci_high": "normal-approximation interval around unbiased at presentation.confidence "
+                      "(Bonferroni over the values if simultaneous), clipped below at 0",
+}
 
 
 def dumps(response) -> bytes:
@@ -31,11 +41,14 @@ def release_query_json(release: Release) -> dict:
     return {**release.query, "epsilon": float(from_micro(release.epsilon_micro))}
 
 
-def query_response(release: Release, spec: MetricSpec, answer: dict, data_version: str | None) -> dict:
+def query_response(release: Release, spec: MetricSpec, answer: dict, presentation: Presentation,
+                   data_version: str | None) -> dict:
     """``data_version`` is the opaque token of the roll-up the release counted: equal tokens, same data."""
     return {
         **answer,
         "values": list(spec.domain),
+        "estimates": ESTIMATES,
+        "presentation": {"confidence": presentation.confidence, "simultaneous": presentation.simultaneous},
         "release": {"id": str(release.id), "created_at": release.created_at.isoformat(),
                     "data_version": data_version, "query": release_query_json(release)},
     }

@@ -102,4 +102,5 @@ def run_query(*, user, request: QueryRequest) -> dict:
         release, answer = _paid_answer(user, request)
     if answer is None:
         answer = _cached_answer(user, release, request)
-    return query_response(release, request.spec, answer, selectors.data_versions([release])[release.id])
+    return query_response(release, request.spec, answer, request.presentation,
+                          selectors.data_versions([release])[release.id])

@@ -278,12 +278,6 @@ def test_post_process_gives_consistent_integer_counts(name):
     assert np.allclose(result.variance, expected_variance)
 
 
-def test_coarsen_mask_merges_cells_strictly_below_the_threshold():
-    reports = np.array([0, 4, 5, 6, 100, 3])
-    assert central.coarsen_mask(reports, 5).tolist() == [True, True, False, False, False, True]
-    assert not central.coarsen_mask(reports, 0).any()
-
-
 @pytest.mark.parametrize("confidence", [0.9, 0.95])
 @pytest.mark.parametrize("simultaneous", [False, True])
 def test_intervals_are_normal_intervals_clipped_at_zero(confidence, simultaneous):

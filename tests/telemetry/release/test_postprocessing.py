@@ -1,5 +1,6 @@
-"""Post-processing of released answers: coarsening of small regions into "other" decided on noisy totals,
-consistency (non-negative integer counts summing to each cell's reports, totals preserved)."""
+"""Post-processing of released answers, through the query service: regions shown only when their noisy n
+clears the empty-region cut-off, the rest merged into "other" from their noisy raw counts; consistent counts
+(non-negative integers summing to each cell's reports); what each figure is; the audit of both digest layouts."""
 
 from __future__ import annotations
 
@@ -7,14 +8,20 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from django.conf import settings
 
 from privacy import central
 from telemetry.catalog import catalog
 from telemetry.models import Release
+from telemetry.release.postprocess import _v1_released_data, postprocessing_verified
+from telemetry.release.released import DIGEST_LAYOUT, DIGEST_LAYOUT_V1, ReleasedData
+from telemetry.release.request import Presentation
+from telemetry.release.responses import ESTIMATES
 
 pytestmark = pytest.mark.django_db
 
 MANY = ["AT", "BE", "CH", "DE", "DK", "ES", "FI", "FR", "IT", "NL", "SE", "US"]
+CELL_KEYS = {"reports", "counts", "unbiased", "ci_low", "ci_high"}
 
 
 @pytest.fixture
@@ -23,22 +30,31 @@ def many_regions(settings):
     return ("",) + tuple(sorted(MANY))
 
 
-def _post_processed(q, release, metric):
+def _noisy_grid(q, release, metric, days: int, regions: int) -> np.ndarray:
     spec = catalog.by_id(metric.id)
-    noisy = q.noisy(release).reshape(-1, central.grid_width(spec.oracle))
-    return central.post_process(spec.oracle, noisy, Fraction(release.noise_scale))
+    return q.noisy(release).reshape(days, regions, central.grid_width(spec.oracle))
 
 
 def _check_cells(cells, k):
     for cell in cells:
         counts = cell["counts"]
-        assert len(counts) == k == len(cell["ci_low"]) == len(cell["ci_high"])
+        assert len(counts) == k == len(cell["unbiased"]) == len(cell["ci_low"]) == len(cell["ci_high"])
         assert all(isinstance(c, int) and c >= 0 for c in counts), cell
         assert isinstance(cell["reports"], int) and cell["reports"] >= 0
         assert sum(counts) == cell["reports"], cell
 
 
-def test_small_regions_are_merged_into_other_by_their_noisy_totals(q, analyst, color, many_regions):
+def _expected_cell(oracle, noisy_rows: np.ndarray, scale: Fraction) -> dict:
+    """A released cell from the noisy raw counts it covers (one region, or the merged ones summed)."""
+    processed = central.post_process(oracle, noisy_rows.sum(axis=0, keepdims=True), scale, len(noisy_rows))
+    low, high = central.intervals(processed.unbiased, processed.variance, 0.95, False)
+    return {"reports": int(processed.reports[0]), "counts": processed.counts[0].tolist(),
+            "unbiased": np.round(processed.unbiased[0], 2).tolist(),
+            "ci_low": np.round(low[0], 2).tolist(), "ci_high": np.round(high[0], 2).tolist()}
+
+
+def test_regions_show_when_their_noisy_n_clears_the_cut_off_and_the_rest_merge_from_their_noisy_counts(
+        q, analyst, color, many_regions):
     user, _ = analyst
     q.set_budget(user, "100")
     q.set_cap(color, "100")
@@ -48,57 +64,38 @@ def test_small_regions_are_merged_into_other_by_their_noisy_totals(q, analyst, c
     for day in (d1, d2):
         for region, counts in sizes.items():
             q.add_krr(color, day, region, counts)
-    k, threshold = 3, 5
-    seen_raw_big_merged = seen_raw_small_shown = 0
-    for attempt in range(6):  # a few releases so both sides of the threshold get exercised
+    oracle, k = catalog.by_id(color.id).oracle, 3
+    for attempt in range(4):
         result = q.run(user, q.body(color, d1, d2, epsilon="0.5", group_by=["day", "region"], fresh=True))
         release = Release.objects.get(id=result["release"]["id"])
-        processed = _post_processed(q, release, color)
-        reports = processed.reports.reshape(2, len(many_regions))
-        counts = processed.counts.reshape(2, len(many_regions), k)
-        data = result["data"]
-        _check_cells(data, k)
+        scale = Fraction(release.noise_scale)
+        noisy = _noisy_grid(q, release, color, 2, len(many_regions))
+        threshold = central.empty_cell_threshold(oracle, scale, settings.PRIVACY["EMPTY_REGION_SURVIVAL"])
+        assert threshold == central.survival_threshold(3, Fraction(2), 0.01)  # t = Δ/ε = 2, k-RR: n sums 3 noises
+        _check_cells(result["data"], k)
         for d, day in enumerate((d1, d2)):
-            cells = [c for c in data if c["day"] == day.isoformat()]
-            small = reports[d] < threshold
-            shown = {("unknown" if r == "" else r) for r, s in zip(many_regions, small) if not s}
-            names = [c["region"] for c in cells]
-            assert set(names) - {"other"} == shown
-            assert ("other" in names) == bool(small.any())
-            assert names[-1] == "other" or not small.any()
-            for cell in cells:
-                if cell["region"] == "other":
-                    assert cell["reports"] == int(reports[d][small].sum())
-                    assert cell["counts"] == counts[d][small].sum(0).tolist()
-                    assert all(low <= high for low, high in zip(cell["ci_low"], cell["ci_high"]))
-                else:
-                    r = many_regions.index("" if cell["region"] == "unknown" else cell["region"])
-                    assert cell["reports"] == int(reports[d, r])
-                    assert cell["counts"] == counts[d, r].tolist()
-            # totals preserved: the output cells add up to the whole noisy (post-processed) grid of the day
-            assert sum(c["reports"] for c in cells) == int(reports[d].sum())
-            for v in range(k):
-                assert sum(c["counts"][v] for c in cells) == int(counts[d, :, v].sum())
-            assert {"DE", "US"} <= shown  # large regions are never merged at this ε
-            raw_n = {r: sum(sizes.get(r, [0])) for r in many_regions}
-            seen_raw_big_merged += sum(1 for r, s in zip(many_regions, small) if s and raw_n[r] >= threshold)
-            seen_raw_small_shown += sum(1 for r, s in zip(many_regions, small) if not s and raw_n[r] < threshold)
-    # the decision follows the noisy totals, not the raw ones: over 12 day-releases with several
-    # regions at or near the threshold, some cross it either way (each direction has probability > 0.2 here)
-    assert seen_raw_big_merged + seen_raw_small_shown > 0
+            cells = [c for c in result["data"] if c["day"] == day.isoformat()]
+            shown = noisy[d].sum(axis=1) > threshold
+            expected = [{"region": region or "unknown", **_expected_cell(oracle, noisy[d, [r]], scale)}
+                        for r, region in enumerate(many_regions) if shown[r]]
+            if not shown.all():
+                expected.append({"region": "other", **_expected_cell(oracle, noisy[d, ~shown], scale)})
+            assert [{key: c[key] for key in c if key != "day"} for c in cells] == expected
+            assert {"DE", "US"} <= {c["region"] for c in cells}  # 200 and 100 reports: far above the cut-off
 
 
-def test_a_day_with_only_small_regions_releases_a_single_other_cell(q, analyst, color, many_regions):
+def test_a_day_of_empty_regions_releases_a_single_other_cell_unless_a_noise_clears_the_cut_off(
+        q, analyst, color, many_regions):
     user, _ = analyst
     result = q.run(user, q.body(color, q.day(-1), epsilon="5", group_by=["region"]))
     release = Release.objects.get(id=result["release"]["id"])
-    processed = _post_processed(q, release, color)
-    # No reports at all: each region's noisy n sums 3 discrete Laplace draws of scale 1/5 (P(z) ∝ e^-5|z|), and
-    # reaching the threshold 5 takes draws adding up to 5: about 21 * e^-25 per region, 4e-9 over the 13.
-    assert processed.reports.max() < 5
+    noisy = _noisy_grid(q, release, color, 1, len(many_regions))[0]
+    threshold = central.empty_cell_threshold(catalog.by_id(color.id).oracle, Fraction(release.noise_scale), 0.01)
+    shown = noisy.sum(axis=1) > threshold
+    names = [c["region"] for c in result["data"]]
     _check_cells(result["data"], 3)
-    assert [c["region"] for c in result["data"]] == ["other"]
-    assert sum(c["reports"] for c in result["data"]) == int(processed.reports.sum())
+    assert names == [(r or "unknown") for r, s in zip(many_regions, shown) if s] + ["other"]
+    assert result["data"][-1]["reports"] == max(int(noisy[~shown].sum()), 0)
 
 
 def test_no_coarsening_without_region_grouping(q, analyst, color, many_regions):
@@ -110,7 +107,7 @@ def test_no_coarsening_without_region_grouping(q, analyst, color, many_regions):
     assert all("region" not in c for c in result["data"])
     _check_cells(result["data"], 3)
     total = q.run(user, q.body(color, q.day(-3), q.day(-1), epsilon="1"))
-    assert len(total["data"]) == 1 and set(total["data"][0]) == {"reports", "counts", "ci_low", "ci_high"}
+    assert len(total["data"]) == 1 and set(total["data"][0]) == CELL_KEYS
 
 
 def test_consistent_counts_for_a_non_krr_protocol(q, analyst, many_regions):
@@ -122,7 +119,66 @@ def test_consistent_counts_for_a_non_krr_protocol(q, analyst, many_regions):
     result = q.run(user, q.body(metric, q.day(-1), epsilon="2", group_by=["region"]))
     _check_cells(result["data"], 5)
     release = Release.objects.get(id=result["release"]["id"])
-    processed = _post_processed(q, release, metric)
-    assert sum(c["reports"] for c in result["data"]) == int(processed.reports.sum())
+    noisy = _noisy_grid(q, release, metric, 1, len(many_regions))[0]
+    threshold = central.empty_cell_threshold(catalog.by_id(metric.id).oracle, Fraction(release.noise_scale), 0.01)
+    assert threshold == central.survival_threshold(1, Fraction(3), 0.01)  # the n column's one noise, t = 6/2
+    shown = noisy[:, 5] > threshold
+    assert [c["region"] for c in result["data"]] == [(r or "unknown") for r, s in zip(many_regions, shown) if s] \
+        + ["other"] * (not shown.all())
     de = next(c for c in result["data"] if c["region"] == "DE")
     assert abs(de["reports"] - 300) < 80  # n is noised at scale Δ/ε = 6/2 = 3
+
+
+def test_the_response_says_which_estimate_each_figure_is_and_echoes_the_presentation(q, analyst, color):
+    user, _ = analyst
+    q.add_krr(color, q.day(-1), "DE", [60, 30, 10])
+    body = q.body(color, q.day(-1), epsilon="1", group_by=["region"], confidence=0.9, simultaneous=True)
+    paid = q.run(user, body)
+    cached = q.run(user, {**body, "confidence": 0.99, "simultaneous": False})
+    assert cached["privacy"]["cached"] is True
+    for result, confidence, simultaneous in ((paid, 0.9, True), (cached, 0.99, False)):
+        assert result["presentation"] == {"confidence": confidence, "simultaneous": simultaneous}
+        assert result["estimates"] == ESTIMATES and set(ESTIMATES) == {"reports", "counts", "unbiased",
+                                                                       "ci_low/ci_high"}
+        for cell in result["data"]:
+            for unbiased, low, high in zip(cell["unbiased"], cell["ci_low"], cell["ci_high"]):
+                # the interval is centred on the unbiased estimate (up to rounding to 2 decimals), clipped at 0
+                if low > 0:
+                    assert abs((low + high) / 2 - unbiased) <= 0.011
+                else:
+                    assert high >= max(unbiased, 0) - 0.01
+    de_paid, de_cached = (next(c for c in r["data"] if c["region"] == "DE") for r in (paid, cached))
+    assert de_paid["counts"] == de_cached["counts"] and de_paid["unbiased"] == de_cached["unbiased"]
+    assert de_cached["ci_high"][0] - de_cached["ci_low"][0] > de_paid["ci_high"][0] - de_paid["ci_low"][0]
+
+
+def test_releases_digested_with_either_layout_verify(q, analyst, color, many_regions):
+    """v2 (with ``unbiased``) for releases made now; v1 for releases made before, re-rendered the old way
+    (fixed threshold 5, per-region values summed), so their audit still passes; a v1 digest of other
+    data fails."""
+    user, _ = analyst
+    q.add_krr(color, q.day(-1), "DE", [40, 20, 10])
+    q.add_krr(color, q.day(-1), "FR", [2, 1, 0])
+    result = q.run(user, q.body(color, q.day(-1), epsilon="1", group_by=["region"]))
+    release = Release.objects.get(id=result["release"]["id"])
+    spec = catalog.by_id(color.id)
+    assert release.released_digest == ReleasedData.from_cells(result["data"]).digest()
+    assert postprocessing_verified(release, spec)
+    v1 = _v1_released_data(release, spec, Presentation())
+    assert v1.unbiased is None and "unbiased" not in v1.cells()[0]
+    assert [c["region"] for c in v1.cells()][-1] == "other"  # 13 regions, most empty: some below 5
+    release.released_digest = v1.digest()
+    assert postprocessing_verified(release, spec)
+    v1_tampered = ReleasedData(v1.days, v1.regions, v1.reports + 1, v1.counts, v1.ci_low, v1.ci_high)
+    release.released_digest = v1_tampered.digest()
+    assert not postprocessing_verified(release, spec)
+    assert DIGEST_LAYOUT.endswith("/v2") and DIGEST_LAYOUT_V1.endswith("/v1")
+
+
+def test_the_demo_configures_its_own_regions(monkeypatch):
+    from telemetry.management.commands.demo import DEMO_REGIONS, demo_environment
+
+    monkeypatch.delenv("PRIVACY_REGIONS", raising=False)
+    assert demo_environment()["PRIVACY_REGIONS"].split(",") == DEMO_REGIONS
+    monkeypatch.setenv("PRIVACY_REGIONS", "US,CA")
+    assert demo_environment()["PRIVACY_REGIONS"] == "US,CA"

@@ -87,7 +87,8 @@ def _layout_by_hand(cells: list[dict]) -> str:
             + ",".join(c.get("region", "") for c in cells) + "\n").encode()
     body = b"".join(
         np.array([c[key] for c in cells], dtype=dtype).tobytes()
-        for key, dtype in (("reports", "<i8"), ("counts", "<i8"), ("ci_low", "<f8"), ("ci_high", "<f8"))
+        for key, dtype in (("reports", "<i8"), ("counts", "<i8"), ("unbiased", "<f8"), ("ci_low", "<f8"),
+                           ("ci_high", "<f8"))
     )
     return hashlib.sha256(head + body).hexdigest()
 
@@ -104,11 +105,11 @@ def test_the_stored_digest_is_the_documented_layout_of_the_json_cells(q, analyst
 
 def test_the_digest_covers_every_released_number_and_label():
     data = ReleasedData(["2026-01-01"], ["DE"], np.array([3]), np.array([[2, 1]]), np.array([[0.5, 0.0]]),
-                        np.array([[4.25, 2.0]]))
+                        np.array([[4.25, 2.0]]), unbiased=np.array([[2.37, -0.41]]))
     cells = orjson.loads(orjson.dumps(data.cells(), option=orjson.OPT_SERIALIZE_NUMPY))
-    assert released_digest(cells) == data.digest()
+    assert released_digest(cells) == data.digest() == _layout_by_hand(cells)
     for key, change in (("day", "2026-01-02"), ("region", "US"), ("reports", 4), ("counts", [1, 2]),
-                        ("ci_low", [0.5, 0.01]), ("ci_high", [4.26, 2.0])):
+                        ("unbiased", [2.37, -0.4]), ("ci_low", [0.5, 0.01]), ("ci_high", [4.26, 2.0])):
         assert released_digest([{**cells[0], key: change}]) != data.digest(), key
 
 

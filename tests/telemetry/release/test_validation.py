@@ -165,7 +165,8 @@ def test_response_shape(q, analyst, color):
     response = q.post(q.client(token), q.body(color, q.day(-2), q.day(-1), epsilon="0.5", group_by=["day"]))
     assert response.status_code == 200, response.json()
     body = response.json()
-    assert set(body) == {"data", "values", "privacy", "release"}
+    assert set(body) == {"data", "values", "estimates", "presentation", "privacy", "release"}
+    assert body["presentation"] == {"confidence": 0.95, "simultaneous": False}
     assert body["values"] == ["red", "green", "blue"]  # the order of every cell's columns
     privacy = body["privacy"]
     assert set(privacy) == {"epsilon", "delta", "differential_privacy", "ldp_corrected", "budget_remaining",
