@@ -41,11 +41,13 @@ class ApiError(Exception):
         return {"code": self.code, "message": self.message, **self.extra}
 
 
+def retry_headers(error: ApiError) -> dict[str, str]:
+    """``Retry-After`` for a 503 (an outage); none for any other error."""
+    return {"Retry-After": str(RETRY_AFTER_SECONDS)} if error.http_status == 503 else {}
+
+
 def error_response(error: ApiError) -> JsonResponse:
-    response = JsonResponse(error.body(), status=error.http_status)
-    if error.http_status == 503:
-        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
-    return response
+    return JsonResponse(error.body(), status=error.http_status, headers=retry_headers(error))
 
 
 def outage_error(exc: BaseException) -> ApiError | None:
@@ -95,8 +97,7 @@ def api_exception_handler(exc, context):
 
     error = exc if isinstance(exc, ApiError) else outage_error(exc)
     if error is not None:
-        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if error.http_status == 503 else None
-        return Response(error.body(), status=error.http_status, headers=headers)
+        return Response(error.body(), status=error.http_status, headers=retry_headers(error))
     response = exception_handler(exc, context)
     if response is None:
         return None

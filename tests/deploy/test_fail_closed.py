@@ -41,7 +41,8 @@ def _setup(env: dict[str, str], var_dir: Path, show: str = "settings.DEBUG") -> 
 def _refusal(result: subprocess.CompletedProcess) -> str:
     """The ImproperlyConfigured line the process died with."""
     assert result.returncode != 0, result.stdout
-    lines = [line for line in result.stderr.splitlines() if line.startswith("django.core.exceptions.ImproperlyConfigured")]
+    prefix = "django.core.exceptions.ImproperlyConfigured"
+    lines = [line for line in result.stderr.splitlines() if line.startswith(prefix)]
     assert lines, result.stderr
     return lines[-1]
 
