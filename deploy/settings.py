@@ -2,8 +2,10 @@
 
 With no environment at all the service runs on embedded defaults: a SQLite
 file and a filesystem Celery broker under ``VAR_DIR``, an in-process cache and
-rate limiter. Production sets ``DATABASE_URL`` (PostgreSQL), ``REDIS_URL``,
-``SECRET_KEY`` and ``AUDIT_KEY``; see docs/operations.md.
+rate limiter, secrets generated into ``VAR_DIR``. That is for one process on a
+laptop. On PostgreSQL, or with DEBUG off, the service fails closed: it refuses
+to start without ``REDIS_URL``, ``SECRET_KEY`` and ``AUDIT_KEY``, and the
+HTTPS settings default to production values; see docs/operations.md.
 """
 
 import os
@@ -12,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
@@ -19,6 +22,10 @@ VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
 
 def _env_bool(name: str, default: bool) -> bool:
     return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
 def _embedded_secret(filename: str, nbytes: int = 32) -> str:
@@ -31,9 +38,19 @@ def _embedded_secret(filename: str, nbytes: int = 32) -> str:
     return path.read_text().strip()
 
 
+def _proxy_ssl_header(name: str) -> tuple[str, str] | None:
+    """``"X-Forwarded-Proto: https"`` as Django's ``("HTTP_X_FORWARDED_PROTO", "https")``; unset: None."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return None
+    header, _, value = text.partition(":")
+    if not header.strip() or not value.strip():
+        raise ImproperlyConfigured(f"{name} must look like 'X-Forwarded-Proto: https', not {text!r}.")
+    return "HTTP_" + header.strip().upper().replace("-", "_"), value.strip()
+
+
 DEBUG = _env_bool("DEBUG", "DATABASE_URL" not in os.environ)
-SECRET_KEY = os.environ.get("SECRET_KEY") or _embedded_secret("secret_key")
-ALLOWED_HOSTS = os.environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver").split(",")
+ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 
 INSTALLED_APPS = [
     "django.contrib.auth",
@@ -45,11 +62,15 @@ INSTALLED_APPS = [
     "telemetry",
 ]
 
-# A token- and key-authenticated JSON API: no sessions, cookies or CSRF (DRF authenticates per view).
+# A token- and key-authenticated JSON API: DRF's views and the ingest view are CSRF-exempt (no
+# cookies authenticate them); the CSRF middleware guards whatever session-authenticated page comes.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "deploy.api.middleware.EdgeGuardMiddleware",  # 413 / NUL refusals as JSON, before any view
+    "deploy.api.middleware.OutageMiddleware",  # a database or Redis outage: JSON 503 + Retry-After
 ]
 
 ROOT_URLCONF = "deploy.urls"
@@ -71,8 +92,17 @@ DATABASES = {
     "default": dj_database_url.config(
         default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}",
         conn_max_age=int(os.environ.get("CONN_MAX_AGE", "60")),
+        # A kept connection is checked (SELECT 1) before a request's first query, so a worker's
+        # connection left over from before a PostgreSQL restart is replaced, not failed on.
+        conn_health_checks=True,
     )
 }
+_on_postgresql = DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+if _on_postgresql:
+    # A server that does not answer (host down, network cut) fails the request within seconds,
+    # as a 503, instead of holding the worker until gunicorn kills it.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", int(os.environ.get("DATABASE_CONNECT_TIMEOUT", "5")))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     # IMMEDIATE: a writing transaction takes SQLite's write lock up front, so
@@ -86,7 +116,19 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-REDIS_URL = os.environ.get("REDIS_URL", "")
+# Fail closed. Generated secrets and the in-process limiter are for one process on a laptop:
+# several processes would each make their own audit key, and each let a client reach its bound.
+_required_in_production = ("REDIS_URL", "SECRET_KEY", "AUDIT_KEY")
+_embedded = DEBUG and not _on_postgresql
+_missing = [name for name in _required_in_production if not os.environ.get(name, "").strip()]
+if _missing and not _embedded:
+    raise ImproperlyConfigured(
+        f"Missing {', '.join(_missing)}: required on PostgreSQL or with DEBUG off (only the embedded "
+        "default, SQLite with DEBUG on, generates its secrets and runs without Redis). "
+        "See docs/operations.md, 'Required environment'.")
+
+SECRET_KEY = os.environ.get("SECRET_KEY", "").strip() or _embedded_secret("secret_key")
+REDIS_URL = os.environ.get("REDIS_URL", "").strip()
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 else:
@@ -162,7 +204,25 @@ PRIVACY = {
 }
 
 # AES-256 key (64 hex digits) that seals each release's noise seed for audits.
-AUDIT_KEY = os.environ.get("AUDIT_KEY") or _embedded_secret("audit_key")
+AUDIT_KEY = os.environ.get("AUDIT_KEY", "").strip() or _embedded_secret("audit_key")
+try:
+    if len(bytes.fromhex(AUDIT_KEY)) != 32:
+        raise ValueError
+except ValueError:
+    raise ImproperlyConfigured("AUDIT_KEY must be 64 hex digits (an AES-256 key); see docs/operations.md.") from None
+
+# HTTPS (manage.py check --deploy is clean with these defaults). On by default unless DEBUG is on;
+# the test suite and the benchmarks serve plain HTTP on localhost and turn the redirect off.
+SECURE_SSL_REDIRECT = _env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^health$"]  # a load balancer's plain-HTTP health probe
+SECURE_PROXY_SSL_HEADER = _proxy_ssl_header("SECURE_PROXY_SSL_HEADER")  # only behind a proxy that sets it
+SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "0" if DEBUG else str(365 * 24 * 3600)))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+SECURE_HSTS_PRELOAD = _env_bool("SECURE_HSTS_PRELOAD", not DEBUG)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = _env_bool("SECURE_COOKIES", not DEBUG)
+CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS")
+CSRF_FAILURE_VIEW = "deploy.urls.csrf_failure"
+X_FRAME_OPTIONS = "DENY"
 
 LOGGING = {
     "version": 1,

@@ -1,17 +1,33 @@
+import sys
+
 from django.http import JsonResponse
 from django.urls import include, path, re_path
+from django.views.decorators.csrf import csrf_exempt
+
+from deploy.api.errors import error_response, outage_error
 
 
 def health(request):
     return JsonResponse({"status": "ok"})
 
 
+@csrf_exempt  # an unknown path is a 404 whatever the method, not a CSRF refusal
 def not_found(request, exception=None):
     return JsonResponse({"code": "not_found", "message": "No such endpoint."}, status=404)
 
 
 def server_error(request):
+    """Django calls this while handling the exception (outside any view's reach, e.g. in a
+    middleware), so an outage is still told apart from a bug."""
+    error = outage_error(sys.exc_info()[1])
+    if error is not None:
+        return error_response(error)
     return JsonResponse({"code": "server_error", "message": "Internal error."}, status=500)
+
+
+def csrf_failure(request, reason=""):
+    """CSRF_FAILURE_VIEW: a cookie-authenticated unsafe request without a valid CSRF token."""
+    return JsonResponse({"code": "csrf_failed", "message": f"CSRF verification failed: {reason}"}, status=403)
 
 
 handler404 = not_found

@@ -8,3 +8,5 @@ through exactly the same server, middleware and settings.
 from deploy.settings import *  # noqa: F401,F403
 
 ROOT_URLCONF = "tests.benchmarks.bench_urls"
+# The benchmark talks plain HTTP to gunicorn on localhost; in production TLS ends before it.
+SECURE_SSL_REDIRECT = False
