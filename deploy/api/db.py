@@ -61,6 +61,16 @@ class LibpqSession:
             return False
         return db.connection.pgconn.transaction_status == _IDLE
 
+    def reconnect_if_broken(self) -> bool:
+        """After a failure: if the connection is dead (the server restarted since it was opened), open a
+        new one and say so. Django's per-request health check does not cover this raw use of it."""
+        if self._pgconn.status == pq.ConnStatus.OK:
+            return False
+        self._db.close()
+        self._db.ensure_connection()
+        self._pgconn = self._db.connection.pgconn
+        return True
+
     def literal(self, text: bytes) -> str:
         """``text`` as an SQL string literal, escaped by libpq."""
         return pq.Escaping(self._pgconn).escape_literal(text).decode()

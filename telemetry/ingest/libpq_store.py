@@ -16,6 +16,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import orjson
+from django.db import DatabaseError
 
 from deploy.api.db import OK, TUPLES, LibpqSession
 from telemetry.ingest.store import BatchHeader, Claim, Rejections, Staged, StoredBatch
@@ -83,13 +84,14 @@ class LibpqStore:
             self._session.abort()
 
     def claim(self, rejections: Rejections, counters: CounterPlan | None) -> Claim:
-        claim = claim_statement(self._header, self._session.literal(orjson.dumps(rejections)),
-                                datetime.now(timezone.utc))
-        if counters is None:
-            results = self._session.send(f"BEGIN; {claim}; COMMIT", OK, TUPLES, OK)
-            self._session.require_commit(results)
-        else:
-            results = self._session.send(f"BEGIN; {claim}; {_counter_statements(counters)}", OK, TUPLES, OK, TUPLES)
+        try:
+            results = self._send_claim(rejections, counters)
+        except DatabaseError:
+            # A connection kept from before a database restart fails on first use; nothing was
+            # written by a transaction that never reached the server, so try once on a new one.
+            if not self._session.reconnect_if_broken():
+                raise
+            results = self._send_claim(rejections, counters)
         if results[1].ntuples != 1:
             return Claim(self._stored())
         self._open = counters is not None
@@ -98,6 +100,15 @@ class LibpqStore:
         counts = results[3]
         return Claim(counts={counts.get_value(row, 0).decode(): int(counts.get_value(row, 1))
                              for row in range(counts.ntuples)})
+
+    def _send_claim(self, rejections: Rejections, counters: CounterPlan | None) -> list:
+        claim = claim_statement(self._header, self._session.literal(orjson.dumps(rejections)),
+                                datetime.now(timezone.utc))
+        if counters is None:
+            results = self._session.send(f"BEGIN; {claim}; COMMIT", OK, TUPLES, OK)
+            self._session.require_commit(results)
+            return results
+        return self._session.send(f"BEGIN; {claim}; {_counter_statements(counters)}", OK, TUPLES, OK, TUPLES)
 
     def commit(self, staged: Staged, increments: dict[str, int], counters: CounterPlan | None) -> None:
         if not self._open:

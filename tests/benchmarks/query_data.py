@@ -72,6 +72,7 @@ def setup_django(db: str) -> None:
     os.environ["PRIVACY_REGIONS"] = ",".join(REGIONS)
     os.environ.setdefault("AUDIT_KEY", "ab" * 32)
     os.environ.setdefault("SECRET_KEY", "bench-query-not-secret")
+    os.environ.setdefault("SECURE_SSL_REDIRECT", "false")  # the benchmark's client speaks plain HTTP
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "deploy.settings")
     import django
 

@@ -207,9 +207,6 @@ def test_a_database_outage_answers_503_and_the_first_requests_after_it_succeed(o
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "the ingest hot path (deploy.api.db.LibpqSession) drives the kept connection on libpq without "
-    "Django's per-request health check, so a worker's first batch after a restart is answered 503"))
 def test_the_first_batches_after_a_restart_are_stored(own_postgres, service):
     assert _statuses(service.ingest_calls(4 * WORKERS)) == [200]
     own_postgres.stop()
