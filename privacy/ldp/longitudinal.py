@@ -62,7 +62,7 @@ import numpy as np
 from privacy.csprng import bernoulli, uniform_ints
 from privacy.ldp.base import FrequencyOracle
 from privacy.ldp.olh import SEED_RANGE
-from privacy.ldp.selection import make_oracle
+from privacy.ldp.selection import PROTOCOLS, make_oracle
 from privacy.ldp.ss import sample_others
 
 #: A metric created without ``report_epsilon`` gets this fraction of its ``epsilon``.
@@ -284,3 +284,12 @@ def composed_oracle(protocol: str, k: int, epsilon: float, per_report_epsilon: f
     if keep >= 1.0:
         return base
     return MemoizedOracle(base.k, base.epsilon, base=base, keep=keep)
+
+
+def least_variance_protocol(k: int, epsilon: float, per_report_epsilon: float) -> str:
+    """``auto`` for a memoized metric: the protocol whose composed channel has the least c_v = 0 variance
+    term q'(1-q')/(p'-q')^2 (Wang et al. 2017, Sec. 3), ties to the earlier in PROTOCOLS."""
+    variances = {name: float(composed_oracle(name, k, epsilon, per_report_epsilon).variance(1)[0])
+                 for name in PROTOCOLS}
+    best = min(variances.values())
+    return next(name for name in PROTOCOLS if variances[name] <= best * (1 + 1e-9))
