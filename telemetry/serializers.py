@@ -95,7 +95,9 @@ def metric_json(metric: Metric) -> dict:
         "report_epsilon": metric.report_epsilon,
         "protocol": metric.protocol,
         "contribution_bound": metric.contribution_bound,
-        "longitudinal": guarantees(metric.protocol, len(metric.domain), metric.epsilon, metric.report_epsilon).to_json(),
+        "longitudinal": guarantees(
+            metric.protocol, len(metric.domain), metric.epsilon, metric.report_epsilon
+        ).to_json(),
     }
 
 

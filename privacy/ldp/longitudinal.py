@@ -206,7 +206,8 @@ def instantaneous(oracle: FrequencyOracle, memoized: np.ndarray, keep: float, so
     if keep >= 1.0:
         return memoized.copy()
     kept = bernoulli(keep, len(memoized), source)
-    return np.where(kept if memoized.ndim == 1 else kept[:, None], memoized, null_reports(oracle, len(memoized), source))
+    fresh = null_reports(oracle, len(memoized), source)
+    return np.where(kept if memoized.ndim == 1 else kept[:, None], memoized, fresh)
 
 
 @dataclass(frozen=True)

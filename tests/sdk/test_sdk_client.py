@@ -456,7 +456,8 @@ def test_caps_and_client_id_persist_across_restarts(server, sleeps, tmp_path):
 def _record_in_process(state_dir, barrier, day, results):
     client = TelemetryClient("http://127.0.0.1:9", API_KEY, catalog=CATALOG, state_dir=state_dir)
     barrier.wait()  # every client has read the state before anyone records
-    results.put((day, bool(client.record("browser", "v5", day=day)), client._queue[0]["value"] if client._queue else None))
+    recorded = client.record("browser", "v5", day=day)
+    results.put((day, recorded, client._queue[0]["value"] if client._queue else None))
 
 
 def _race(state_dir, days):
