@@ -11,7 +11,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from privacy.ldp import FrequencyOracle, make_oracle
+from privacy.ldp import FrequencyOracle
+from privacy.ldp.longitudinal import composed_oracle
 
 from telemetry.models import Metric
 
@@ -31,6 +32,7 @@ class MetricSpec:
     version: int
     domain: tuple[str, ...]
     epsilon: float
+    report_epsilon: float
     protocol: str
     contribution_bound: int
     label_index: dict[str, int] = field(hash=False, compare=False)
@@ -49,10 +51,12 @@ class MetricSpec:
             version=metric.version,
             domain=domain,
             epsilon=metric.epsilon,
+            report_epsilon=metric.report_epsilon,
             protocol=metric.protocol,
             contribution_bound=metric.contribution_bound,
             label_index={label: i for i, label in enumerate(domain)},
-            oracle=make_oracle(metric.protocol, len(domain), metric.epsilon),
+            # The channel clients' reports went through: memo, then the instantaneous step (p', q').
+            oracle=composed_oracle(metric.protocol, len(domain), metric.epsilon, metric.report_epsilon),
         )
 
 

@@ -24,7 +24,11 @@ class Metric(models.Model):
     version = models.PositiveIntegerField(default=1)
     description = models.TextField(blank=True)
     domain = models.JSONField(help_text="Ordered list of value labels.")
-    epsilon = models.FloatField(help_text="Local ε of the client-side randomizer.")
+    epsilon = models.FloatField(help_text="Local ε of the client-side randomizer: the per-value ε of the memo.")
+    report_epsilon = models.FloatField(
+        help_text="ε of one report alone (<= epsilon), which sets the instantaneous step's keep probability "
+        "(privacy.ldp.longitudinal). Equal to epsilon: every report is the memo (metrics made before 0005)."
+    )
     protocol = models.CharField(max_length=8, choices=PROTOCOL_CHOICES)
     contribution_bound = models.PositiveIntegerField(
         default=1, help_text="Reports per client, metric and day (m); the central-DP sensitivity."
@@ -37,6 +41,11 @@ class Metric(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} v{self.version}"
+
+    def save(self, *args, **kwargs):
+        if self.report_epsilon is None:  # rows written without one keep the pre-0005 channel (λ = 1)
+            self.report_epsilon = self.epsilon
+        super().save(*args, **kwargs)
 
     @property
     def k(self) -> int:

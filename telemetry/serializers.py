@@ -8,11 +8,15 @@ functions.
 
 from __future__ import annotations
 
+from django.conf import settings
+
 from deploy.api.errors import ApiError
 from deploy.api.parsing import finite_decimal, object_body
+from privacy.ldp.longitudinal import guarantees
 from telemetry.models import IngestKey, Metric
+from telemetry.regions import accepted_regions
 
-CHANGEABLE_METRIC_FIELDS = ("domain", "epsilon", "protocol", "contribution_bound", "description")
+CHANGEABLE_METRIC_FIELDS = ("domain", "epsilon", "report_epsilon", "protocol", "contribution_bound", "description")
 
 
 def _invalid(field: str, message: str) -> ApiError:
@@ -33,11 +37,13 @@ def _labels(value) -> list[str]:
     return value
 
 
-def _local_epsilon(value) -> float:
-    number = finite_decimal(value)
-    if number is None:
-        raise _invalid("epsilon", "epsilon must be a number or a numeric string.")
-    return float(number)
+def _local_epsilon(field: str):
+    def parse(value) -> float:
+        number = finite_decimal(value)
+        if number is None:
+            raise _invalid(field, f"{field} must be a number or a numeric string.")
+        return float(number)
+    return parse
 
 
 def _contribution_bound(value) -> int:
@@ -49,7 +55,8 @@ def _contribution_bound(value) -> int:
 _METRIC_FIELD_PARSERS = {
     "name": _text("name"),
     "domain": _labels,
-    "epsilon": _local_epsilon,
+    "epsilon": _local_epsilon("epsilon"),
+    "report_epsilon": _local_epsilon("report_epsilon"),
     "protocol": _text("protocol"),
     "contribution_bound": _contribution_bound,
     "description": _text("description"),
@@ -77,14 +84,30 @@ def metric_change_input(data) -> dict:
 
 
 def metric_json(metric: Metric) -> dict:
+    """A metric version; ``longitudinal`` holds the local guarantees its definition implies
+    (privacy.ldp.longitudinal), for reading: clients recompute them from the definition."""
     return {
         "name": metric.name,
         "version": metric.version,
         "description": metric.description,
         "domain": metric.domain,
         "epsilon": metric.epsilon,
+        "report_epsilon": metric.report_epsilon,
         "protocol": metric.protocol,
         "contribution_bound": metric.contribution_bound,
+        "longitudinal": guarantees(
+            metric.protocol, len(metric.domain), metric.epsilon, metric.report_epsilon
+        ).to_json(),
+    }
+
+
+def metrics_catalog_json(metrics) -> dict:
+    """``GET /metrics``: the current versions, plus what ingest accepts, so that clients check a
+    report before they spend privacy on it."""
+    return {
+        "metrics": [metric_json(metric) for metric in metrics],
+        "regions": sorted(accepted_regions()),
+        "report_max_age_days": settings.PRIVACY["REPORT_MAX_AGE_DAYS"],
     }
 
 

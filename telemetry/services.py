@@ -12,7 +12,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from privacy.ldp import PROTOCOLS, choose_protocol
+from privacy.ldp import PROTOCOLS
+from privacy.ldp.longitudinal import DEFAULT_REPORT_EPSILON_FRACTION, least_variance_protocol
 from deploy.api.auth import ROLES, ensure_role_groups, hash_key
 from telemetry.auth import ingest_keys
 from telemetry.catalog import catalog
@@ -28,7 +29,13 @@ def _invalid(field: str, message: str) -> ApiError:
     return ApiError("invalid_metric", message, field=field)
 
 
-def _validated_definition(domain: list[str], epsilon: float, protocol: str, contribution_bound: int) -> dict:
+def default_report_epsilon(epsilon: float) -> float:
+    """The per-report ε of a metric defined without one (privacy.ldp.longitudinal)."""
+    return float(epsilon) * DEFAULT_REPORT_EPSILON_FRACTION
+
+
+def _validated_definition(domain: list[str], epsilon: float, protocol: str, contribution_bound: int,
+                          report_epsilon: float) -> dict:
     """The stored definition, after the rules every version must follow (types are the edge's:
     telemetry.serializers)."""
     if not 2 <= len(domain) <= MAX_DOMAIN_SIZE:
@@ -44,21 +51,28 @@ def _validated_definition(domain: list[str], epsilon: float, protocol: str, cont
     cap = settings.PRIVACY["MAX_DAILY_CONTRIBUTIONS"]
     if not 1 <= contribution_bound <= cap:
         raise _invalid("contribution_bound", f"contribution_bound must be an integer in [1, {cap}].")
-    epsilon = float(epsilon)
+    if not 0 < report_epsilon <= epsilon:
+        raise _invalid("report_epsilon", "report_epsilon must be a number in (0, epsilon].")
+    epsilon, report_epsilon = float(epsilon), float(report_epsilon)
     return {
         "domain": domain,
         "epsilon": epsilon,
-        "protocol": choose_protocol(len(domain), epsilon) if protocol == "auto" else protocol,
+        "report_epsilon": report_epsilon,
+        "protocol": least_variance_protocol(len(domain), epsilon, report_epsilon) if protocol == "auto" else protocol,
         "contribution_bound": contribution_bound,
     }
 
 
 def create_metric(*, name: str, domain: list[str], epsilon: float = 2.0, protocol: str = "auto",
-                  contribution_bound: int | None = None, description: str = "") -> Metric:
+                  contribution_bound: int | None = None, description: str = "",
+                  report_epsilon: float | None = None) -> Metric:
+    """A new metric, version 1. Without ``report_epsilon`` it gets :func:`default_report_epsilon`."""
     if not _NAME_RE.fullmatch(name):
         raise _invalid("name", "name must be 1-64 characters of a-z, 0-9, '_' or '-', starting alphanumeric.")
     bound = settings.PRIVACY["DEFAULT_CONTRIBUTION_BOUND"] if contribution_bound is None else contribution_bound
-    definition = _validated_definition(domain, epsilon, protocol, bound)
+    if report_epsilon is None:
+        report_epsilon = default_report_epsilon(epsilon) if 0 < epsilon <= MAX_LOCAL_EPSILON else epsilon
+    definition = _validated_definition(domain, epsilon, protocol, bound, report_epsilon)
     try:
         with transaction.atomic():
             metric = Metric.objects.create(name=name, description=description, **definition)
@@ -71,8 +85,9 @@ def create_metric(*, name: str, domain: list[str], epsilon: float = 2.0, protoco
 @transaction.atomic
 def change_metric(*, name: str, domain: list[str] | None = None, epsilon: float | None = None,
                   protocol: str | None = None, contribution_bound: int | None = None,
-                  description: str | None = None) -> Metric:
-    """Change a metric by making a new version; the old version stays as it was. ``None`` keeps a field.
+                  description: str | None = None, report_epsilon: float | None = None) -> Metric:
+    """Change a metric by making a new version; the old version stays as it was. ``None`` keeps a field,
+    except that a new ``epsilon`` without a ``report_epsilon`` gets :func:`default_report_epsilon`.
 
     Versions are immutable (only ``description`` is edited in place), so every
     stored report matches the definition it was validated against, even when
@@ -83,11 +98,15 @@ def change_metric(*, name: str, domain: list[str] | None = None, epsilon: float 
         raise ApiError("unknown_metric", f"No metric named {name!r}.", http_status=404)
     # Changes of one name serialize on its first version's row; read the current one after the lock.
     current = Metric.objects.filter(name=name).order_by("-version").first()
+    if report_epsilon is None:
+        changes_epsilon = epsilon is not None and epsilon != current.epsilon and 0 < epsilon <= MAX_LOCAL_EPSILON
+        report_epsilon = default_report_epsilon(epsilon) if changes_epsilon else current.report_epsilon
     definition = _validated_definition(
         current.domain if domain is None else domain,
         current.epsilon if epsilon is None else epsilon,
         current.protocol if protocol is None else protocol,
         current.contribution_bound if contribution_bound is None else contribution_bound,
+        report_epsilon,
     )
     description = current.description if description is None else description
     if all(getattr(current, field) == value for field, value in definition.items()):

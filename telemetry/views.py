@@ -53,7 +53,7 @@ class MetricsView(APIView):
         return [IsAdmin()]
 
     def get(self, request):
-        return Response({"metrics": [serializers.metric_json(m) for m in selectors.current_metrics()]})
+        return Response(serializers.metrics_catalog_json(selectors.current_metrics()))
 
     def post(self, request):
         metric = services.create_metric(**serializers.metric_create_input(request.data))

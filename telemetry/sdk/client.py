@@ -2,32 +2,40 @@
 
 Privacy model
 -------------
-``record()`` maps the true label to its domain index and randomizes it at once
-with the metric's local-DP frequency oracle (``privacy.ldp``, CSPRNG noise).
-Only the randomized report is queued, spooled and sent; the true value never
-leaves the call.
+``record()`` maps the true label to its domain index and randomizes it at once;
+only the randomized report is queued, spooled and sent. The true value never
+leaves the call. The randomization is the longitudinal scheme of
+:mod:`privacy.ldp.longitudinal` (RAPPOR's permanent + instantaneous randomized
+response):
 
-Each randomized report is ε-LDP on its own, but repeated reports of the same
-true value compose: the mode of ten fresh k-RR reports at k=20, ε=2 reveals
-the true value about 59% of the time. Two rules bound that loss:
+* with ``memoize=True`` (the default) the metric's ε-LDP report of a true value
+  is drawn once per (metric, version, value) and kept (the memo); each report
+  then sends the memo with the metric's keep probability λ, and otherwise a
+  fresh report of a value outside the domain;
+* with ``memoize=False`` every report is an independent draw of that same
+  composed channel (a new memo each time), so the server's estimates are the same.
 
-* a cap on reports per metric per day: ``min(max_reports_per_metric_per_day,
-  metric.contribution_bound)``; ``record()`` returns False beyond it;
-* with ``memoize=True`` (the default), RAPPOR-style permanent memoization: the
-  randomized answer for (metric, version, true value) is drawn once and reused,
-  so a repeat reveals nothing new.
+Guarantees (``privacy_spent`` returns them for a metric and day): one report
+alone is ``report_epsilon``-LDP; with memoization every report of one value,
+over the client's lifetime, is ``epsilon``-LDP together; two histories that
+differ in one report's value differ by at most the per-change ε. Without
+memoization a value reported n times loses n × report_epsilon. A cap on reports
+per metric and UTC day, ``min(max_reports_per_metric_per_day,
+metric.contribution_bound)``, bounds how many reports a day can add.
 
-Guarantee, per metric and UTC day, for this client's local loss:
+The client refuses, before spending anything, a metric whose ``epsilon`` is
+above ``max_local_epsilon`` (default 4) or whose per-change ε is above
+``max_change_epsilon`` (when given), and a metric whose ``epsilon`` or
+``report_epsilon`` rose above what this client accepted before for that name,
+until the app calls :meth:`TelemetryClient.accept_epsilon`. It also refuses a
+region outside the server's list and a day the server would not accept (older
+than its ``report_max_age_days``, or after today, UTC), when the catalog came
+from the server.
 
-* without memoization: ≤ ε × (reports sent that day) ≤ ε × cap;
-* with memoization: ≤ ε × (distinct true values reported that day), and over
-  the client's lifetime ≤ ε × (distinct true values ever reported for that
-  metric version).
-
-``privacy_spent(metric, day)`` returns the day's figure under these rules. The
-counts and the memo table persist in ``state_dir`` (when given), so the
-guarantee holds across restarts; without a ``state_dir`` it holds for the life
-of the object only.
+The counts, the memo table and the accepted ε persist in ``state_dir`` (when
+given), read and written under a file lock, so the guarantees hold across
+restarts and for several clients, threads or processes, on one ``state_dir``;
+without a ``state_dir`` they hold for the life of the object only.
 
 Delivery
 --------
@@ -49,25 +57,31 @@ same ``state_dir`` resends what an earlier process left spooled.
 
 from __future__ import annotations
 
+import math
 import secrets
 import threading
 import time
 import uuid
-from datetime import date, datetime, timezone
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from privacy.csprng import bernoulli
 from privacy.ldp import make_oracle
+from privacy.ldp.longitudinal import null_reports
 
-from .catalog import Metric, parse_catalog
-from .errors import FlushError, TelemetryError
-from .storage import ClientState, Spool
+from .catalog import Catalog, Metric, parse_catalog
+from .errors import FlushError, PrivacyRefused, TelemetryError
+from .storage import ClientState, Spool, value_key
 from .transport import HttpTransport, Response
 
 MAX_BATCH_SIZE = 100
+#: The default ceiling on a metric's local ε that a client accepts from the server.
+DEFAULT_MAX_LOCAL_EPSILON = 4.0
 _AUTH_STATUSES = (401, 403)
 _CATALOG_REFRESH_INTERVAL = 60.0  # seconds between refetches caused by unknown metrics
 _JITTER = secrets.SystemRandom()
@@ -91,6 +105,8 @@ class TelemetryClient:
         state_dir: str | Path | None = None,
         memoize: bool = True,
         max_reports_per_metric_per_day: int = 1,
+        max_local_epsilon: float = DEFAULT_MAX_LOCAL_EPSILON,
+        max_change_epsilon: float | None = None,
         batch_size: int = MAX_BATCH_SIZE,
         timeout: float = 10.0,
         max_retries: int = 5,
@@ -100,20 +116,25 @@ class TelemetryClient:
         transport: HttpTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        """``transport`` lets several clients share one keep-alive connection
-        (used sequentially); ``sleep`` is the backoff's wait, replaceable in tests."""
+        """``max_local_epsilon`` and ``max_change_epsilon`` are this client's own ceilings on what a
+        metric definition from the server may cost (see the module docstring). ``transport`` lets
+        several clients share one keep-alive connection (used sequentially); ``sleep`` is the
+        backoff's wait, replaceable in tests."""
         if not 1 <= batch_size <= MAX_BATCH_SIZE:
             raise ValueError(f"batch_size must be in [1, {MAX_BATCH_SIZE}]")
         if max_reports_per_metric_per_day < 1 or max_retries < 0:
             raise ValueError("max_reports_per_metric_per_day must be >= 1 and max_retries >= 0")
+        if not max_local_epsilon > 0 or (max_change_epsilon is not None and not max_change_epsilon > 0):
+            raise ValueError("max_local_epsilon and max_change_epsilon must be > 0")
         directory = Path(state_dir).expanduser() if state_dir is not None else None
         if directory:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._state = ClientState(directory, client_id)
-        self._state.save()
         self._spool = Spool(directory)
         self._transport = transport or HttpTransport(base_url, api_key, timeout)
         self._memoize = memoize
+        self._max_local_epsilon = float(max_local_epsilon)
+        self._max_change_epsilon = max_change_epsilon
         self._max_per_day = max_reports_per_metric_per_day
         self._batch_size = batch_size
         self._max_retries = max_retries
@@ -138,26 +159,47 @@ class TelemetryClient:
     ) -> bool:
         """Randomize ``value`` for ``metric`` and queue the randomized report.
 
-        Returns False, sending nothing, when the metric's daily cap is reached.
-        Raises ValueError for an unknown metric or a value outside its domain,
-        TelemetryError when the catalog is needed and cannot be fetched.
+        Returns True when a report was queued, False (spending nothing) when the
+        metric's daily cap is already reached for that day. Everything else is
+        refused before any privacy is spent: ValueError for an unknown metric, a
+        value outside its domain, a malformed region or day, a region the server
+        does not accept, or a day it would not accept; :class:`PrivacyRefused` for
+        a metric whose ε is above this client's ceilings or above what it
+        accepted before; TelemetryError when the catalog is needed and cannot be
+        fetched.
         """
         spec = self.metric(metric)
         index = spec.index_of(value)
         day_str = _day_string(day)
         region = _region_code(region)
-        with self._record_lock:
-            if self._state.reports(spec.name, day_str) >= self._daily_cap(spec):
+        self._check_ingest_accepts(day_str, region)
+        self._check_ceilings(spec)
+        with self._record_lock, self._state.locked() as state:
+            self._check_not_raised(spec, state)
+            if state.reports(spec.name, day_str) >= self._daily_cap(spec):
                 return False
-            wire, charge_key = self._randomize(spec, index, day_str)
-            self._state.charge(spec.name, day_str, charge_key, spec.epsilon)
-            self._state.save()
+            wire = self._randomize(spec, index, state)
+            state.accept(spec.name, spec.epsilon, spec.report_epsilon)
+            state.count(spec.name, day_str, spec.version, index,
+                        self._day_figures(spec, state.day_entry(spec.name, day_str), value_key(spec.version, index)))
             self._queue.append(_report(spec, wire, day_str, region))
         return True
 
-    def privacy_spent(self, metric: str, day: date | str | None = None) -> float:
-        """Local ε this client has spent on ``metric`` that UTC day (see module docstring)."""
-        return self._state.spent(metric, _day_string(day))
+    def accept_epsilon(self, metric: str, epsilon: float, report_epsilon: float | None = None) -> None:
+        """Accept, for ``metric``, definitions up to ``epsilon`` (and ``report_epsilon``, default
+        ``epsilon``): the explicit consent that a raised ε needs. Still bounded by the ceilings."""
+        report_epsilon = epsilon if report_epsilon is None else report_epsilon
+        if not 0 < report_epsilon <= epsilon <= self._max_local_epsilon:
+            raise ValueError(f"need 0 < report_epsilon <= epsilon <= max_local_epsilon ({self._max_local_epsilon})")
+        with self._record_lock, self._state.locked() as state:
+            state.accept(metric, float(epsilon), float(report_epsilon))
+
+    def privacy_spent(self, metric: str, day: date | str | None = None) -> PrivacySpent:
+        """What this client's reports of ``metric`` on that UTC day cost (see :class:`PrivacySpent`)."""
+        day_str = _day_string(day)
+        with self._record_lock, self._state.locked(write=False) as state:
+            entry = state.day_entry(metric, day_str)
+        return PrivacySpent.from_entry(metric, day_str, entry, self._memoize)
 
     def pending_reports(self) -> int:
         """Randomized reports queued and not yet flushed to the spool."""
@@ -168,33 +210,85 @@ class TelemetryClient:
         # after having spent privacy here, so the bound caps the client too.
         return min(self._max_per_day, spec.contribution_bound)
 
-    def _randomize(self, spec: Metric, index: int, day: str) -> tuple[Any, str]:
-        """The wire value for a true index and the key it is charged under."""
-        if not self._memoize:
-            return self._fresh_wire(spec, index), f"report:{self._state.reports(spec.name, day)}"
-        wire = self._state.memo_get(spec.name, spec.version, index)
-        if wire is None:
-            wire = self._fresh_wire(spec, index)
-            self._state.memo_put(spec.name, spec.version, index, wire)
-        return wire, f"value:{spec.version}:{index}"
+    def _check_ingest_accepts(self, day: str, region: str | None) -> None:
+        """Refuse what the server would reject, so that no day's cap is spent on it."""
+        today = datetime.now(timezone.utc).date()
+        if date.fromisoformat(day) > today:
+            raise ValueError(f"day {day} is after today ({today}, UTC); the server rejects it")
+        max_age = self._catalog.report_max_age_days if self._catalog else None
+        if max_age is not None and date.fromisoformat(day) < today - timedelta(days=max_age):
+            raise ValueError(f"day {day} is more than {max_age} days old; the server rejects it")
+        regions = self._catalog.regions if self._catalog else None
+        if region is not None and regions is not None and region not in regions:
+            raise ValueError(f"region {region!r} is not one the server accepts")
+
+    def _check_ceilings(self, spec: Metric) -> None:
+        if spec.epsilon > self._max_local_epsilon:
+            raise PrivacyRefused(
+                "epsilon_above_ceiling",
+                f"metric {spec.name!r} v{spec.version} has local epsilon {spec.epsilon}, above this client's "
+                f"max_local_epsilon {self._max_local_epsilon}; nothing was recorded",
+            )
+        per_change = spec.guarantees.per_change if self._memoize else spec.guarantees.per_report
+        if self._max_change_epsilon is not None and per_change > self._max_change_epsilon:
+            raise PrivacyRefused(
+                "change_epsilon_above_ceiling",
+                f"metric {spec.name!r} v{spec.version} has per-change epsilon {per_change}, above this client's "
+                f"max_change_epsilon {self._max_change_epsilon}; nothing was recorded",
+            )
 
     @staticmethod
-    def _fresh_wire(spec: Metric, index: int) -> Any:
+    def _check_not_raised(spec: Metric, state: ClientState) -> None:
+        accepted = state.accepted(spec.name)
+        if accepted and (spec.epsilon > accepted["epsilon"] or spec.report_epsilon > accepted["report_epsilon"]):
+            raise PrivacyRefused(
+                "epsilon_raised",
+                f"metric {spec.name!r} v{spec.version} raised its local epsilon to {spec.epsilon} (per report "
+                f"{spec.report_epsilon}) from the {accepted['epsilon']} ({accepted['report_epsilon']}) this client "
+                "accepted; nothing was recorded. Call accept_epsilon() to accept it.",
+            )
+
+    def _randomize(self, spec: Metric, index: int, state: ClientState) -> Any:
+        """The wire value of one report: the (memoized) permanent report, then the instantaneous step."""
+        memo = state.memo_get(spec.name, spec.version, index) if self._memoize else None
+        if memo is None:
+            oracle = _oracle(spec.protocol, len(spec.domain), spec.epsilon)
+            memo = oracle.to_wire(oracle.randomize(np.array([index])))[0]
+            if self._memoize:
+                state.memo_put(spec.name, spec.version, index, memo)
+        keep = spec.guarantees.keep
+        if keep >= 1.0 or bernoulli(keep, 1)[0]:
+            return memo
         oracle = _oracle(spec.protocol, len(spec.domain), spec.epsilon)
-        return oracle.to_wire(oracle.randomize(np.array([index])))[0]
+        return oracle.to_wire(null_reports(oracle, 1))[0]
+
+    def _day_figures(self, spec: Metric, entry: dict, value: str) -> dict[str, float | None]:
+        """The day's guarantees once this report is counted (the worst over the day's versions)."""
+        g = spec.guarantees
+        reports = entry.get("reports", 0) + 1
+        if self._memoize:
+            figures = {"per_report": g.per_report, "per_value": g.per_value, "per_change": g.per_change,
+                       "day": reports * g.per_change}
+        else:
+            repeats = entry.get("values", {}).get(value, 0) + 1
+            figures = {"per_report": g.per_report, "per_value": repeats * g.per_report,
+                       "per_change": g.per_report, "day": reports * g.per_report}
+        previous = entry.get("figures") or {}
+        return {name: _json_epsilon(max(value, _from_json_epsilon(previous.get(name, 0.0))))
+                for name, value in figures.items()}
 
     # -- catalog -------------------------------------------------------------
 
     def metric(self, name: str) -> Metric:
         """The current definition of ``name``; refetches the catalog once if unknown."""
-        if self._catalog is None or (name not in self._catalog and self._may_refetch()):
+        if self._catalog is None or (name not in self._catalog.metrics and self._may_refetch()):
             self.refresh_catalog()
         try:
-            return self._catalog[name]
+            return self._catalog.metrics[name]
         except KeyError:
             raise ValueError(f"unknown metric {name!r}") from None
 
-    def refresh_catalog(self) -> dict[str, Metric]:
+    def refresh_catalog(self) -> Catalog:
         """Fetch the current metric versions from the server."""
         with self._send_lock:
             response = self._exchange("GET", "/api/v1/metrics")
@@ -303,6 +397,44 @@ def _error_from(response: Response, what: str) -> TelemetryError:
     code = str(data.get("code") or f"http_{response.status}")
     message = str(data.get("message") or f"{what}: HTTP {response.status}")
     return TelemetryError(code, message, status=response.status)
+
+
+@dataclass(frozen=True)
+class PrivacySpent:
+    """One metric's local guarantees for one UTC day, from this client's state.
+
+    ``per_report``: ε of any one of these reports alone. ``per_value``: ε of every report of
+    one true value together (memoized: over the client's lifetime for that metric version;
+    otherwise: that day, n × report ε for n reports of the value). ``per_change``: ε between
+    two histories that differ in one report's true value, whatever else is observed.
+    ``day``: ε of that day's reports together against any other values for them, also when
+    they are linked to this client's other reports (reports × per-change; n × report ε
+    without memoization). An unbounded figure is None; with no reports, all are 0.
+    """
+
+    metric: str
+    day: str
+    reports: int
+    distinct_values: int
+    memoized: bool
+    per_report: float | None
+    per_value: float | None
+    per_change: float | None
+    day_epsilon: float | None
+
+    @classmethod
+    def from_entry(cls, metric: str, day: str, entry: dict, memoized: bool) -> "PrivacySpent":
+        figures = entry.get("figures") or {"per_report": 0.0, "per_value": 0.0, "per_change": 0.0, "day": 0.0}
+        return cls(metric, day, entry.get("reports", 0), len(entry.get("values", [])), memoized,
+                   figures.get("per_report"), figures.get("per_value"), figures.get("per_change"), figures.get("day"))
+
+
+def _json_epsilon(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _from_json_epsilon(value: float | None) -> float:
+    return math.inf if value is None else value
 
 
 def _report(spec: Metric, wire: Any, day: str, region: str | None) -> dict:

@@ -46,3 +46,13 @@ class FlushError(TelemetryError):
         )
         self.responses = responses
         self.errors = errors
+
+
+class PrivacyRefused(TelemetryError):
+    """``record()`` refused a metric definition on privacy grounds, before spending anything.
+
+    ``code``: ``epsilon_above_ceiling`` (its ε is above the client's ``max_local_epsilon``),
+    ``change_epsilon_above_ceiling`` (its per-change ε is above ``max_change_epsilon``) or
+    ``epsilon_raised`` (its ε or per-report ε rose above what this client accepted before for
+    that metric; ``TelemetryClient.accept_epsilon`` accepts it).
+    """

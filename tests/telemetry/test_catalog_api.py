@@ -7,10 +7,13 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import connections
+from django.db import connection, connections
+from django.db.migrations.executor import MigrationExecutor
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from privacy.ldp import make_oracle
+from privacy.ldp.longitudinal import MemoizedOracle, guarantees
 from telemetry import services
 from deploy.api.auth import hash_key
 from telemetry.catalog import catalog
@@ -205,10 +208,45 @@ def test_create_metric(admin_api):
     response = admin_api.post("/api/v1/metrics", {**METRIC_BODY, "contribution_bound": 3, "description": "d"},
                               format="json")
     assert response.status_code == 201
-    assert response.json() == {"name": "newmetric", "version": 1, "description": "d", "domain": ["x", "y"],
-                               "epsilon": 1.0, "protocol": "krr", "contribution_bound": 3}
+    body = response.json()
+    longitudinal = body.pop("longitudinal")
+    assert body == {"name": "newmetric", "version": 1, "description": "d", "domain": ["x", "y"],
+                    "epsilon": 1.0, "report_epsilon": 0.5, "protocol": "krr", "contribution_bound": 3}
+    expected = guarantees("krr", 2, 1.0, 0.5)
+    assert longitudinal == {"keep_probability": expected.keep, "per_value_epsilon": 1.0,
+                            "per_report_epsilon": expected.per_report, "per_change_epsilon": expected.per_change}
+    assert longitudinal["per_report_epsilon"] == pytest.approx(0.5)
     listed = admin_api.get("/api/v1/metrics").json()["metrics"]
     assert [m["name"] for m in listed] == ["newmetric"]
+
+
+def test_metric_catalog_tells_clients_what_ingest_accepts(admin_api, key, settings):
+    settings.PRIVACY = {**settings.PRIVACY, "REGIONS": ["US", "DE"], "REPORT_MAX_AGE_DAYS": 5}
+    body = client_for(f"Api-Key {key}").get("/api/v1/metrics").json()
+    assert body["regions"] == ["DE", "US"]
+    assert body["report_max_age_days"] == 5
+
+
+def test_report_epsilon_sets_the_servers_composed_channel(admin_api):
+    created = admin_api.post("/api/v1/metrics", {**METRIC_BODY, "epsilon": "2", "report_epsilon": "1.5"},
+                             format="json").json()
+    assert (created["epsilon"], created["report_epsilon"]) == (2.0, 1.5)
+    spec = catalog.lookup("newmetric")
+    assert spec.report_epsilon == 1.5
+    assert isinstance(spec.oracle, MemoizedOracle) and spec.oracle.keep == created["longitudinal"]["keep_probability"]
+    assert spec.oracle.report_epsilon == pytest.approx(1.5)
+    base = make_oracle("krr", 2, 2.0)
+    assert spec.oracle.p == pytest.approx(spec.oracle.keep * base.p + (1 - spec.oracle.keep) / 2)
+    assert spec.oracle.q == pytest.approx(spec.oracle.keep * base.q + (1 - spec.oracle.keep) / 2)
+
+
+def test_memo_only_metric_keeps_the_base_channel(admin_api):
+    created = admin_api.post("/api/v1/metrics", {**METRIC_BODY, "report_epsilon": 1.0}, format="json").json()
+    assert created["longitudinal"]["keep_probability"] == 1.0
+    assert created["longitudinal"]["per_change_epsilon"] is None  # not bounded: every report is the memo
+    assert catalog.lookup("newmetric").oracle == make_oracle("krr", 2, 1.0)
+    legacy = Metric.objects.create(name="legacy", domain=["a", "b"], epsilon=1.0, protocol="krr")
+    assert legacy.report_epsilon == 1.0
 
 
 def test_create_metric_defaults_and_auto_protocol(admin_api):
@@ -217,7 +255,8 @@ def test_create_metric_defaults_and_auto_protocol(admin_api):
     labels = [f"v{i}" for i in range(20)]
     large = admin_api.post("/api/v1/metrics", {"name": "large", "domain": labels, "protocol": "auto"},
                            format="json").json()
-    assert large["protocol"] == "ss"  # k = 20, eps = 2: subset selection has the least variance
+    assert large["protocol"] == "ss"  # k = 20, eps = 2, report eps 1: subset selection has the least variance
+    assert (small["report_epsilon"], large["report_epsilon"]) == (1.0, 1.0)  # half of epsilon by default
 
 
 INVALID_METRICS = [
@@ -250,6 +289,12 @@ INVALID_METRICS = [
     ({"contribution_bound": 1.5}, "contribution_bound"),
     ({"contribution_bound": "2"}, "contribution_bound"),
     ({"contribution_bound": True}, "contribution_bound"),
+    ({"report_epsilon": 0}, "report_epsilon"),
+    ({"report_epsilon": 1.01}, "report_epsilon"),
+    ({"report_epsilon": "half"}, "report_epsilon"),
+    ({"report_epsilon": None}, "report_epsilon"),
+    ({"report_epsilon": True}, "report_epsilon"),
+    ({"epsilon": 3, "report_epsilon": 3.5}, "report_epsilon"),
 ]
 
 
@@ -321,6 +366,38 @@ def test_change_without_reports_still_makes_a_new_version(admin_api, color):
     assert (v1.id, v1.epsilon, v1.k) == (color.id, color.epsilon, 3)
     assert (v2.epsilon, v2.contribution_bound, v2.k) == (1.25, 4, 4)
     assert catalog.lookup("color").epsilon == 1.25  # the hot-path cache sees it
+
+
+def test_report_epsilon_changes(admin_api, color):
+    assert color.report_epsilon == 1.0
+    changed = admin_api.put("/api/v1/metrics/color", {"report_epsilon": 0.5}, format="json").json()
+    assert (changed["version"], changed["epsilon"], changed["report_epsilon"]) == (2, 2.0, 0.5)
+    # A new ε without a report_epsilon gets the default, half of it; other changes keep it.
+    changed = admin_api.put("/api/v1/metrics/color", {"epsilon": 3}, format="json").json()
+    assert (changed["version"], changed["report_epsilon"]) == (3, 1.5)
+    changed = admin_api.put("/api/v1/metrics/color", {"contribution_bound": 2}, format="json").json()
+    assert (changed["version"], changed["report_epsilon"]) == (4, 1.5)
+    refused = admin_api.put("/api/v1/metrics/color", {"epsilon": 1, "report_epsilon": 1.5}, format="json")
+    assert refused.status_code == 400 and refused.json()["field"] == "report_epsilon"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migration_gives_existing_metrics_their_memo_only_channel():
+    """0005: reports stored before it were memoized answers (λ = 1), so report_epsilon = epsilon."""
+    executor = MigrationExecutor(connection)
+    leaves = executor.loader.graph.leaf_nodes()
+    executor.migrate([("telemetry", "0004_ingest_hot_path")])
+    try:
+        executor.loader.build_graph()
+        old = executor.loader.project_state([("telemetry", "0004_ingest_hot_path")]).apps
+        old.get_model("telemetry", "Metric").objects.create(name="old", version=1, domain=["a", "b"],
+                                                            epsilon=1.5, protocol="krr", contribution_bound=1)
+        executor.loader.build_graph()
+        executor.migrate([("telemetry", "0005_metric_report_epsilon")])
+    finally:
+        executor.loader.build_graph()
+        executor.migrate(leaves)
+    assert Metric.objects.get(name="old").report_epsilon == 1.5
 
 
 def test_description_only_change_is_in_place(admin_api, color):

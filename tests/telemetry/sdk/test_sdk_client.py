@@ -3,26 +3,29 @@
 from __future__ import annotations
 
 import json
+import math
+import multiprocessing
 import os
 import socket
 import threading
 import time
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
 
 import telemetry.sdk.client as client_module
-from telemetry.sdk import FlushError, TelemetryClient, TelemetryError, simulate_population
+from telemetry.sdk import FlushError, PrivacyRefused, TelemetryClient, TelemetryError, simulate_population
 
 API_KEY = "test-key"
 DAY = "2024-05-01"
 DOMAIN = [f"v{i}" for i in range(20)]
 
 
-def metric(name="browser", protocol="krr", epsilon=2.0, bound=1000, domain=DOMAIN, version=1):
-    return {
+def metric(name="browser", protocol="krr", epsilon=2.0, bound=1000, domain=DOMAIN, version=1, report_epsilon=None):
+    """A metric as GET /metrics lists it; without report_epsilon, as an older server does (λ = 1)."""
+    definition = {
         "name": name,
         "version": version,
         "domain": list(domain),
@@ -30,6 +33,9 @@ def metric(name="browser", protocol="krr", epsilon=2.0, bound=1000, domain=DOMAI
         "protocol": protocol,
         "contribution_bound": bound,
     }
+    if report_epsilon is not None:
+        definition["report_epsilon"] = report_epsilon
+    return definition
 
 
 CATALOG = [
@@ -55,6 +61,7 @@ class FakeServer:
         self.gets = 0
         self.connections = 0
         self.answers: dict[str, dict] = {}
+        self.catalog_body: dict = {"metrics": CATALOG}
         self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
@@ -84,7 +91,7 @@ class FakeServer:
             def do_GET(self):
                 with server.lock:
                     server.gets += 1
-                self._send(200, {"metrics": CATALOG})
+                self._send(200, server.catalog_body)
 
             def do_POST(self):
                 raw = self.rfile.read(int(self.headers["Content-Length"]))
@@ -158,6 +165,9 @@ class SpyOracle:
     def __init__(self, oracle, always_lie=False):
         self.oracle, self.always_lie = oracle, always_lie
         self.inputs, self.wires = [], []
+
+    def __getattr__(self, name):  # k, q, g, omega, ... for the null reports
+        return getattr(self.oracle, name)
 
     def randomize(self, true_indices):
         self.inputs.extend(int(i) for i in true_indices)
@@ -365,7 +375,8 @@ def test_daily_cap_never_exceeds_the_contribution_bound(server, sleeps):
     assert [client.record("capped", "v1", day=DAY) for _ in range(3)] == [True, True, False]
 
 
-def test_memoization_reuses_the_randomized_answer(server, sleeps, tmp_path):
+def test_memo_only_metric_resends_its_memo(server, sleeps, tmp_path):
+    """A metric without report_epsilon (an older server): λ = 1, every report of a value is its memo."""
     client = make_client(server, sleeps, state_dir=tmp_path, max_reports_per_metric_per_day=10)
     for _ in range(5):
         client.record("olh_metric", "v4", day=DAY)
@@ -376,8 +387,11 @@ def test_memoization_reuses_the_randomized_answer(server, sleeps, tmp_path):
     payloads = [r["payload"] for body in server.bodies() for r in body["reports"]]
     assert len({json.dumps(p) for p in payloads[:5] + payloads[6:]}) == 1
     assert payloads[5] != payloads[0]
-    assert client.privacy_spent("olh_metric", DAY) == pytest.approx(4.0)
-    assert client.privacy_spent("olh_metric", "2024-05-02") == pytest.approx(2.0)
+    spent = client.privacy_spent("olh_metric", DAY)
+    assert (spent.reports, spent.distinct_values, spent.memoized) == (6, 2, True)
+    assert (spent.per_report, spent.per_value) == (pytest.approx(2.0), 2.0)
+    assert spent.per_change is None and spent.day_epsilon is None  # not bounded when every report is the memo
+    assert client.privacy_spent("olh_metric", "2024-05-03").reports == 0
 
     restarted = make_client(server, sleeps, state_dir=tmp_path, max_reports_per_metric_per_day=10)
     restarted.record("olh_metric", "v4", day="2024-05-03")
@@ -385,12 +399,42 @@ def test_memoization_reuses_the_randomized_answer(server, sleeps, tmp_path):
     assert server.bodies()[-1]["reports"][0]["payload"] == payloads[0]
 
 
+@pytest.mark.parametrize("protocol", ["krr", "olh", "oue", "ss"])
+def test_each_report_is_the_memo_with_the_keep_probability(server, sleeps, tmp_path, protocol):
+    """1,500 reports of one value: the share equal to the memo is λ + (1 - λ) P_null(memo), P_null being the
+    chance that a null report equals the memo. Tolerance 5 binomial SDs (false alarm ~ 6e-7)."""
+    draws = 1500
+    spec = metric("m", protocol, report_epsilon=1.0, domain=DOMAIN[:6], bound=draws)
+    client = make_client(server, sleeps, catalog=[spec], state_dir=tmp_path, max_reports_per_metric_per_day=draws)
+    for _ in range(draws):
+        assert client.record("m", "v2", day=DAY)
+    reports = client._queue
+    wires = [json.dumps(r.get("payload", r.get("value"))) for r in reports]
+    with client._state.locked() as state:
+        stored = state.memo_get("m", 1, 2)
+    stored_wire = json.dumps(DOMAIN[stored] if protocol == "krr" else stored)
+    guarantees_ = client.metric("m").guarantees
+    assert 0 < guarantees_.keep < 1 and guarantees_.per_report == pytest.approx(1.0)
+    share = sum(w == stored_wire for w in wires) / draws
+    oracle = client_module.make_oracle(protocol, 6, 2.0)
+    null_hit = {"krr": lambda: 1 / 6, "ss": lambda: 1 / math.comb(6, oracle.omega), "olh": lambda: 0.0,
+                "oue": lambda: math.prod(oracle.q if bit == "1" else 1 - oracle.q for bit in stored)}[protocol]()
+    expected = guarantees_.keep + (1 - guarantees_.keep) * null_hit
+    assert abs(share - expected) < 5 * math.sqrt(expected * (1 - expected) / draws)
+    assert len(set(wires)) > 1
+    spent = client.privacy_spent("m", DAY)
+    assert (spent.per_value, spent.per_report) == (2.0, pytest.approx(1.0))
+    assert spent.per_change == pytest.approx(guarantees_.per_change)
+    assert spent.day_epsilon == pytest.approx(draws * guarantees_.per_change)
+
+
 def test_without_memoization_every_report_is_charged(server, sleeps):
     client = make_client(server, sleeps, memoize=False, max_reports_per_metric_per_day=3)
     results = [client.record("olh_metric", "v4", day=DAY) for _ in range(4)]
     assert results == [True, True, True, False]
-    assert client.privacy_spent("olh_metric", DAY) == pytest.approx(6.0)
-    assert client.privacy_spent("olh_metric", "2024-05-02") == 0
+    spent = client.privacy_spent("olh_metric", DAY)
+    assert (spent.per_report, spent.per_value, spent.per_change, spent.day_epsilon) == (2.0, 6.0, 2.0, 6.0)
+    assert client.privacy_spent("olh_metric", "2024-05-02").day_epsilon == 0
 
 
 def test_caps_and_client_id_persist_across_restarts(server, sleeps, tmp_path):
@@ -399,9 +443,133 @@ def test_caps_and_client_id_persist_across_restarts(server, sleeps, tmp_path):
     second = make_client(server, sleeps, state_dir=tmp_path)
     assert not second.record("browser", "v1", day=DAY)
     assert second.client_id == first.client_id
-    assert second.privacy_spent("browser", DAY) == pytest.approx(2.0)
+    assert len(first.client_id) == 32 and int(first.client_id, 16) >= 0  # 128 random bits
+    assert second.privacy_spent("browser", DAY).per_value == pytest.approx(2.0)
     assert os.stat(tmp_path / "state.json").st_mode & 0o777 == 0o600
+    assert os.stat(tmp_path / "state.lock").st_mode & 0o777 == 0o600
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+# -- one state_dir, several processes --------------------------------------------------
+
+
+def _record_in_process(state_dir, barrier, day, results):
+    client = TelemetryClient("http://127.0.0.1:9", API_KEY, catalog=CATALOG, state_dir=state_dir)
+    barrier.wait()  # every client has read the state before anyone records
+    recorded = client.record("browser", "v5", day=day)
+    results.put((day, recorded, client._queue[0]["value"] if client._queue else None))
+
+
+def _race(state_dir, days):
+    context = multiprocessing.get_context("fork")
+    barrier, results = context.Barrier(len(days)), context.Queue()
+    workers = [context.Process(target=_record_in_process, args=(state_dir, barrier, day, results)) for day in days]
+    for worker in workers:
+        worker.start()
+    outcomes = [results.get(timeout=60) for _ in workers]
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    return outcomes
+
+
+def test_processes_sharing_a_state_dir_never_pass_the_cap_together(tmp_path):
+    outcomes = _race(tmp_path, [DAY] * 6)
+    assert sorted(recorded for _, recorded, _ in outcomes) == [False] * 5 + [True]
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["days"][DAY]["browser"]["reports"] == 1
+
+
+def test_processes_sharing_a_state_dir_draw_one_memo_and_lose_no_update(tmp_path):
+    days = [f"2024-05-{d:02d}" for d in range(1, 7)]
+    outcomes = _race(tmp_path, days)
+    assert all(recorded for _, recorded, _ in outcomes)
+    assert len({value for _, _, value in outcomes}) == 1  # λ = 1: every day sends the one memo
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert sorted(day for day in state["days"]) == days
+
+
+def test_threads_sharing_a_state_dir_never_pass_the_cap_together(server, sleeps, tmp_path):
+    clients = [make_client(server, sleeps, state_dir=tmp_path) for _ in range(8)]
+    barrier, results = threading.Barrier(8), []
+
+    def record(client):
+        barrier.wait()
+        results.append(client.record("browser", "v1", day=DAY))
+
+    threads = [threading.Thread(target=record, args=(client,)) for client in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(results) == [False] * 7 + [True]
+
+
+# -- refused before spending -----------------------------------------------------------
+
+
+def test_what_the_server_would_reject_is_refused_before_spending(server, sleeps):
+    today = datetime.now(timezone.utc).date()
+    catalog = {"metrics": CATALOG, "regions": ["DE", "US"], "report_max_age_days": 7}
+    client = make_client(server, sleeps, catalog=catalog)
+    for kwargs in ({"region": "FR"}, {"day": today - timedelta(days=8)}, {"day": today + timedelta(days=1)}):
+        with pytest.raises(ValueError):
+            client.record("browser", "v1", **kwargs)
+    assert client.privacy_spent("browser", today).reports == 0
+    assert client.privacy_spent("browser", today - timedelta(days=8)).reports == 0
+    assert client.record("browser", "v1", region="de", day=today - timedelta(days=7))
+    assert client.record("browser", "v1", region="US")
+    assert client.pending_reports() == 2
+
+
+def test_the_servers_regions_and_max_age_come_with_the_catalog(server, sleeps, monkeypatch):
+    monkeypatch.setattr(server, "catalog_body", {"metrics": CATALOG, "regions": ["DE"], "report_max_age_days": 0})
+    client = TelemetryClient(server.url, API_KEY, sleep=sleeps.append)
+    with pytest.raises(ValueError, match="region"):
+        client.record("browser", "v1", region="US")
+    with pytest.raises(ValueError, match="days old"):
+        client.record("browser", "v1", day=datetime.now(timezone.utc).date() - timedelta(days=1))
+    assert client.record("browser", "v1", region="DE")
+
+
+def test_a_metric_above_the_ceiling_is_refused(server, sleeps, tmp_path):
+    catalog = [metric("strong", epsilon=4.0), metric("weak", epsilon=4.5)]
+    client = make_client(server, sleeps, catalog=catalog, state_dir=tmp_path)
+    assert client.record("strong", "v1", day=DAY)
+    with pytest.raises(PrivacyRefused) as caught:
+        client.record("weak", "v1", day=DAY)
+    assert caught.value.code == "epsilon_above_ceiling"
+    assert client.privacy_spent("weak", DAY).reports == 0 and client.pending_reports() == 1
+    assert make_client(server, sleeps, catalog=catalog, max_local_epsilon=5).record("weak", "v1", day=DAY)
+    with pytest.raises(ValueError):
+        client.accept_epsilon("weak", 4.5)
+
+
+def test_a_change_ceiling_refuses_memo_only_metrics(server, sleeps):
+    catalog = [metric("memo_only"), metric("perturbed", report_epsilon=1.0)]
+    client = make_client(server, sleeps, catalog=catalog, max_change_epsilon=3.0)
+    with pytest.raises(PrivacyRefused) as caught:
+        client.record("memo_only", "v1", day=DAY)
+    assert caught.value.code == "change_epsilon_above_ceiling"
+    assert client.record("perturbed", "v1", day=DAY)  # k-RR k = 20, ε = 2, report ε = 1: per change 2.37
+
+
+@pytest.mark.parametrize("raised", [{"epsilon": 3.0, "report_epsilon": 1.0}, {"epsilon": 2.0, "report_epsilon": 1.5}])
+def test_a_raised_epsilon_needs_the_apps_consent(server, sleeps, tmp_path, raised):
+    before = [metric("m", report_epsilon=1.0)]
+    after = [metric("m", version=2, **raised)]
+    assert make_client(server, sleeps, catalog=before, state_dir=tmp_path).record("m", "v1", day=DAY)
+
+    client = make_client(server, sleeps, catalog=after, state_dir=tmp_path)
+    with pytest.raises(PrivacyRefused) as caught:
+        client.record("m", "v1", day="2024-05-02")
+    assert caught.value.code == "epsilon_raised"
+    assert client.privacy_spent("m", "2024-05-02").reports == 0
+    client.accept_epsilon("m", raised["epsilon"], raised["report_epsilon"])
+    assert client.record("m", "v1", day="2024-05-02")
+    # A lower ε is always fine, and the consent persists.
+    assert make_client(server, sleeps, catalog=before, state_dir=tmp_path).record("m", "v1", day="2024-05-03")
+    assert make_client(server, sleeps, catalog=after, state_dir=tmp_path).record("m", "v1", day="2024-05-04")
 
 
 def test_corrupt_state_is_refused_not_reset(server, sleeps, tmp_path):
