@@ -393,7 +393,7 @@ def test_migration_gives_existing_metrics_their_memo_only_channel():
         old.get_model("telemetry", "Metric").objects.create(name="old", version=1, domain=["a", "b"],
                                                             epsilon=1.5, protocol="krr", contribution_bound=1)
         executor.loader.build_graph()
-        executor.migrate([("telemetry", "0005_metric_report_epsilon")])
+        executor.migrate([("telemetry", "0006_metric_report_epsilon")])
     finally:
         executor.loader.build_graph()
         executor.migrate(leaves)

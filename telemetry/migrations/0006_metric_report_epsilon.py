@@ -10,7 +10,7 @@ def _memo_only(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("telemetry", "0004_ingest_hot_path"),
+        ("telemetry", "0005_staged_storage"),
     ]
 
     operations = [
