@@ -14,6 +14,7 @@ import uuid
 from django.conf import settings
 from django.db import transaction
 
+from accounting.events import DiscreteLaplaceEvent
 from accounting.selectors import budget_status, charges_for, resets_at, user_spender
 from accounting.services import ledger
 from accounting.types import Partition, Subject
@@ -38,11 +39,11 @@ def _lock_query(query: CanonicalQuery) -> None:
     advisory_xact_lock(int(query.key[:15], 16))
 
 
-def _charge(user, request: QueryRequest, release_id: uuid.UUID) -> ledger.Charge:
+def _charge(user, request: QueryRequest, event: DiscreteLaplaceEvent, release_id: uuid.UUID) -> ledger.Charge:
     query, spec = request.query, request.spec
     partitions = [Partition(partition_scope(spec.id), day.isoformat()) for day in query.days()]
     try:
-        return ledger.charge(spender=user_spender(user), event=query.mechanism(spec), partitions=partitions,
+        return ledger.charge(spender=user_spender(user), event=event, partitions=partitions,
                              subject=Subject("release", str(release_id)))
     except ledger.PartitionCapReached as refused:
         raise ApiError("partition_cap_reached", "Some data-days of this metric have reached their lifetime "
@@ -53,8 +54,8 @@ def _new_release(user, request: QueryRequest) -> tuple[Release, ledger.Charge]:
     """Charge, count, noise and store a release; inside the caller's transaction."""
     query, spec = request.query, request.spec
     release_id = uuid.uuid4()
-    paid = _charge(user, request, release_id)
-    event = query.mechanism(spec)
+    event = query.mechanism(spec)  # the one event: what is charged is what sets the noise scale
+    paid = _charge(user, request, event, release_id)
     regions = region_axis()
     observed = selectors.observed_rows(spec, query.start, query.end)  # the latest roll-up, in one snapshot
     raw = build_grid(spec, query, regions, observed)

@@ -213,3 +213,51 @@ def test_the_first_batches_after_a_restart_are_stored(own_postgres, service):
     own_postgres.start()
     after_restart = service.ingest_calls(4 * WORKERS)
     assert _statuses(after_restart) == [200], [r for r in after_restart if r[0] != 200][:3]
+
+
+@pytest.mark.slow
+def test_a_crash_mid_load_neither_loses_nor_doubles_a_count(own_postgres, service):
+    """Clients keep sending 2-report batches for a metric with bound m = 1 and retry each batch (same
+    batch_id) until it is answered; PostgreSQL is killed (``-m immediate``) and restarted mid-load. A
+    batch committed just before the crash is answered from its record on retry, never stored twice,
+    and a count exists exactly when its report is stored: every client ends with exactly one report."""
+    import threading
+
+    clients = 12
+    refused, loading = [], threading.Event()
+    loading.set()
+
+    def client_run(index: int) -> int:
+        client_id, answered = f"crash-client-{index}", 0
+        while loading.is_set():
+            batch = {"batch_id": str(uuid.uuid4()), "client_id": client_id,
+                     "reports": [{"metric": "app_theme", "value": value, "day": service.today, "region": "DE"}
+                                 for value in ("dark", "light")]}
+            deadline = time.monotonic() + 90
+            while True:  # the SDK's behaviour: retry the same batch until it is answered
+                status, _, _ = service._call("POST", "/api/v1/reports", batch, f"Api-Key {service.key}")
+                if status == 200:
+                    answered += 1
+                    break
+                assert status == 503 and time.monotonic() < deadline, status
+                refused.append(index)
+                time.sleep(0.1)
+        return answered
+
+    with ThreadPoolExecutor(clients) as pool:
+        running = [pool.submit(client_run, i) for i in range(clients)]
+        time.sleep(1.0)
+        own_postgres.stop()
+        own_postgres.start()
+        time.sleep(1.0)
+        loading.clear()
+        answered = [future.result() for future in running]
+    assert refused, "the crash came after the load: nothing was tested"
+
+    with psycopg.connect(own_postgres.url("privtel_outage")) as db:
+        staged = db.execute("SELECT coalesce(sum(length(payload)), 0) / 8 FROM telemetry_stagedreports").fetchone()[0]
+        counters = db.execute("SELECT key, count FROM telemetry_clientcounter").fetchall()
+        batches = db.execute("SELECT count(*) FROM telemetry_batch").fetchone()[0]
+    assert staged == clients  # one k-RR record (8 bytes) per client: m = 1, nothing doubled or lost
+    assert sorted(count for _, count in counters) == [1] * (2 * clients)  # per client: its total and its metric
+    assert batches == sum(answered)

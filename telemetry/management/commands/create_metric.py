@@ -5,6 +5,7 @@ from django.db import transaction
 
 from deploy.api.errors import ApiError
 from deploy.api.parsing import reject_nul
+from privacy.ldp import PROTOCOLS
 from telemetry import serializers, services
 
 
@@ -15,7 +16,9 @@ class Command(BaseCommand):
         parser.add_argument("name", nargs="?")
         parser.add_argument("--domain", help="Comma-separated value labels, in order.")
         parser.add_argument("--epsilon", type=float, default=2.0)
-        parser.add_argument("--protocol", default="auto", choices=["auto", "krr", "oue", "olh", "ss"])
+        parser.add_argument("--report-epsilon", type=float, default=None,
+                            help="The ε of one report (at most --epsilon; default epsilon/2), docs/privacy.md.")
+        parser.add_argument("--protocol", default="auto", choices=["auto", *PROTOCOLS])
         parser.add_argument("--contribution-bound", type=int, default=None)
         parser.add_argument("--description", default="")
         parser.add_argument("--file", help="JSON file with metric definitions.")
@@ -55,6 +58,7 @@ class Command(BaseCommand):
             "name": options["name"],
             "domain": [label.strip() for label in options["domain"].split(",")],
             "epsilon": options["epsilon"],
+            "report_epsilon": options["report_epsilon"],
             "protocol": options["protocol"],
             "contribution_bound": options["contribution_bound"],
             "description": options["description"],
