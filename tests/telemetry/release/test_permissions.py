@@ -125,3 +125,17 @@ def test_an_ingest_key_on_an_endpoint_for_people_is_told_so(q, principals, url):
     assert response.status_code == 401 and response["WWW-Authenticate"] == "Token"
     assert response.json()["code"] == "wrong_credential_type"
     assert "ingest key" in response.json()["message"] and "Token" in response.json()["message"]
+
+
+def test_an_admins_query_is_charged_like_anyones(q, admin, color):
+    """Admins are analysts too for the ledger: a query of theirs is paid from their own daily budget."""
+    from accounting.models import LedgerEntry
+
+    user, token = admin
+    q.add_krr(color, q.day(-1), "DE", [5, 5, 5])
+    before = q.client(token).get("/api/v1/budgets/me").json()["remaining"]
+    response = q.post(q.client(token), q.body(color, q.day(-1), epsilon="0.5"))
+    assert response.status_code == 200 and response.json()["privacy"]["cached"] is False
+    assert q.client(token).get("/api/v1/budgets/me").json()["remaining"] == before - 0.5
+    (entry,) = LedgerEntry.objects.all()
+    assert (entry.spender, entry.epsilon_micro) == (f"user:{user.pk}", 500_000)
