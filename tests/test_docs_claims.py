@@ -165,3 +165,14 @@ def test_a_query_neither_runs_nor_waits_for_a_rollup(q, analyst, color, short_re
     assert not errors, errors
     assert answers[0]["release"]["data_version"] == committed.token  # the roll-up in progress is not seen
     assert RollupEpoch.objects.latest("id").id > committed.id and not StagedReports.objects.exists()
+
+
+@pytest.mark.django_db
+def test_an_admins_query_is_charged_like_anyones(q, admin, color, short_region_axis):
+    """docs/threat-model.md: an admin has no free queries (same ledger, same default daily budget)."""
+    user, token = admin
+    q.add_krr(color, q.day(-1), "DE", [4, 2, 1])
+    response = q.post(q.client(token), q.body(color, q.day(-1), epsilon="0.25"))
+    assert response.status_code == 200, response.json()
+    assert response.json()["privacy"]["budget_remaining"] == 9.75
+    assert q.ledger_micro(user=user, metric=color) == 250_000
