@@ -176,3 +176,20 @@ def test_an_admins_query_is_charged_like_anyones(q, admin, color, short_region_a
     assert response.status_code == 200, response.json()
     assert response.json()["privacy"]["budget_remaining"] == 9.75
     assert q.ledger_micro(user=user, metric=color) == 250_000
+
+
+# --------------------------------------------------------------------------- figures quoted in the docs
+
+
+@pytest.mark.parametrize("protocol, keep, per_change", [("krr", 0.327, 2.37), ("ss", 0.376, 4.75),
+                                                        ("oue", 0.393, 42.1), ("olh", 0.398, 23.8)])
+def test_the_defaults_table_of_privacy_md(protocol, keep, per_change):
+    """docs/privacy.md, "Reporting over time" (and threat-model.md): k = 20, ε = 2, report_epsilon = 1.
+    Tolerances are the tables' rounding."""
+    from privacy.ldp.longitudinal import guarantees, least_variance_protocol
+
+    figures = guarantees(protocol, 20, 2.0, 1.0)
+    assert figures.keep == pytest.approx(keep, abs=5e-4)
+    assert figures.per_change == pytest.approx(per_change, abs=0.06)
+    assert (figures.per_value, figures.per_report) == (2.0, pytest.approx(1.0))
+    assert least_variance_protocol(20, 2.0, 1.0) == "ss"  # what `auto` picks at the defaults
