@@ -16,7 +16,7 @@ GUNICORN_ACCESSLOG     a path, or ``-`` for stdout; unset (default): no access l
 LOG_LEVEL              gunicorn's error log level (default ``warning``)
 
 Why sync workers, 2n+1 of them: an ingest request is CPU-bound Python (parse,
-validate) around three waits (PostgreSQL claim, Redis, PostgreSQL commit,
+validate) around two waits (PostgreSQL claim and counters, PostgreSQL commit,
 durable before the 200). Single-threaded processes overlap those waits across
 processes without fighting over a GIL, and every request is accepted by an
 idle worker, so load spreads evenly. Measured on 2 cores

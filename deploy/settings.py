@@ -1,8 +1,8 @@
 """Settings, read from the environment (cookiecutter-django style).
 
 With no environment at all the service runs on embedded defaults: a SQLite
-file and a filesystem Celery broker under ``VAR_DIR``, an in-process cache and
-rate limiter, secrets generated into ``VAR_DIR``. That is for one process on a
+file and a filesystem Celery broker under ``VAR_DIR``, an in-process cache,
+secrets generated into ``VAR_DIR``. That is for one process on a
 laptop. On PostgreSQL, or with DEBUG off, the service fails closed: it refuses
 to start without ``REDIS_URL``, ``SECRET_KEY`` and ``AUDIT_KEY``, and the
 HTTPS settings default to production values; see docs/operations.md.
@@ -105,8 +105,8 @@ if _on_postgresql:
         "connect_timeout", int(os.environ.get("DATABASE_CONNECT_TIMEOUT", "5")))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     VAR_DIR.mkdir(parents=True, exist_ok=True)
-    # IMMEDIATE: a writing transaction takes SQLite's write lock up front, so
-    # the roll-up's id watermark is never passed by an in-flight writer.
+    # IMMEDIATE: a writing transaction takes SQLite's write lock up front, so writers
+    # (a batch's claim and counters, the roll-up, a query's charge) serialize.
     # WAL lets readers run beside the writer; synchronous=NORMAL survives a crash of the
     # service (not of the OS), which fits a laptop run. Production uses PostgreSQL.
     DATABASES["default"]["OPTIONS"] = {
@@ -116,8 +116,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Fail closed. Generated secrets and the in-process limiter are for one process on a laptop:
-# several processes would each make their own audit key, and each let a client reach its bound.
+# Fail closed. Generated secrets are for one process on a laptop: several processes would each
+# make their own audit key; and production needs a real broker for the roll-up and expiry tasks.
 _required_in_production = ("REDIS_URL", "SECRET_KEY", "AUDIT_KEY")
 _embedded = DEBUG and not _on_postgresql
 _missing = [name for name in _required_in_production if not os.environ.get(name, "").strip()]
