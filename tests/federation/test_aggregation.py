@@ -236,6 +236,8 @@ def test_invalid_contributions_are_refused_with_a_code():
         with pytest.raises(InvalidContribution) as caught:
             Contribution(**kwargs)
         assert caught.value.code == "invalid_contribution"
+    with pytest.raises(InvalidContribution, match="one contribution per round"):
+        FedAvg().aggregate(contributions([[1.0], [2.0]], names=["same", "same"]))
     with pytest.raises(InvalidContribution, match="dimensions"):
         FedAvg().aggregate(contributions([[1.0, 2.0], [1.0]]))
     with pytest.raises(ZeroTotalWeight) as caught:
