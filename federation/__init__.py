@@ -1,0 +1,1 @@
+"""Federated export registry, transparency log and aggregation (issue 10)."""
