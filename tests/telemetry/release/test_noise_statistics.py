@@ -179,7 +179,8 @@ def test_intervals_cover_the_true_counts_at_their_level(q, analyst, settings):
     settings.PRIVACY = {**settings.PRIVACY, "REGIONS": list(COVERAGE_REGIONS)}
     user, _ = analyst
     q.set_budget(user, "10")
-    metric = q.metric(name="truth", domain=["x", "y", "z"], epsilon=2.0)
+    # report_epsilon = epsilon: one memo per value (λ = 1), the channel this design was computed for
+    metric = q.metric(name="truth", domain=["x", "y", "z"], epsilon=2.0, report_epsilon=2.0)
     q.set_cap(metric, "100")
     true_counts = np.array([100, 60, 40])
     true_values = np.repeat(np.arange(3), true_counts)
