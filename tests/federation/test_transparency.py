@@ -183,6 +183,10 @@ def test_tampered_inclusion_proofs_and_wrong_roots_fail(log):
             for bad in tampered:
                 assert not verify_inclusion(leaf, index, size, bad, root), (index, size)
             assert not verify_inclusion(flip_bit(leaf), index, size, proof, root)
+            # a path longer than the tree is deep never verifies, even against the root that the longer path yields
+            extra = LEAVES[(index + 1) % MAX_SIZE]
+            for longer_root in (transparency.node_hash(extra, root), transparency.node_hash(root, extra)):
+                assert not verify_inclusion(leaf, index, size, proof + [extra], longer_root)
             assert not verify_inclusion(leaf, index, size, proof, flip_bit(root, 255))
             assert not verify_inclusion(leaf, index, size, proof, EMPTY_ROOT)
 
@@ -210,6 +214,13 @@ def test_tampered_consistency_proofs_and_wrong_roots_fail(log):
             for bad in tampered:
                 assert not verify_consistency(old_size, new_size, old_root, new_root, bad), (old_size, new_size)
             assert not verify_consistency(old_size, new_size, flip_bit(old_root), new_root, proof)
+            # a proof longer than needed never verifies, even against the roots the extra element yields
+            extra = LEAVES[0]
+            assert not verify_consistency(old_size, new_size, transparency.node_hash(extra, old_root),
+                                          transparency.node_hash(extra, new_root), proof + [extra])
+            # a proof cut short does not verify against any root of the log (the path would stop at an inner node)
+            for other_root in NAIVE_ROOTS:
+                assert not verify_consistency(old_size, new_size, old_root, other_root, proof[:-1])
             assert not verify_consistency(old_size, new_size, old_root, flip_bit(new_root), proof)
             assert not verify_consistency(old_size, new_size, new_root, old_root, proof)  # swapped roots
             assert not verify_consistency(new_size, old_size, new_root, old_root, proof)  # time travel
