@@ -32,8 +32,6 @@ _SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n
 _ESCAPES = {chr(code): _SHORT_ESCAPES.get(chr(code), f"\\u{code:04x}") for code in range(0x20)}
 _ESCAPES |= _SHORT_ESCAPES
 _NEEDS_ESCAPE = re.compile(r'[\x00-\x1f"\\]')
-
-
 MAX_EXACT_INTEGER = 2**53
 
 

@@ -82,7 +82,8 @@ def load_private_key(material) -> Ed25519PrivateKey:
 
 
 def load_public_key(material) -> Ed25519PublicKey:
-    """An Ed25519 public key from a key object (a private key gives its public half), raw 32 bytes, hex, base64 or PEM."""
+    """An Ed25519 public key from a key object (a private key gives its public half), raw 32 bytes, hex, base64
+    or PEM (SubjectPublicKeyInfo)."""
     if isinstance(material, Ed25519PublicKey):
         return material
     if isinstance(material, Ed25519PrivateKey):

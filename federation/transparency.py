@@ -79,7 +79,8 @@ def inclusion_path(subtree: SubtreeAccessor, index: int, size: int) -> list[byte
     siblings_from_top = []
     start, end = 0, size
     while end - start > 1:
-        # RFC 9162 §2.1.3.1: PATH(m, D[n]) = PATH(m, D[0:k]) : MTH(D[k:n]) if m < k, else PATH(m - k, D[k:n]) : MTH(D[0:k])
+        # RFC 9162 §2.1.3.1: PATH(m, D[n]) = PATH(m, D[0:k]) : MTH(D[k:n]) if m < k,
+        # else PATH(m - k, D[k:n]) : MTH(D[0:k])
         middle = start + _split(end - start)
         if index < middle:
             siblings_from_top.append(subtree_hash(subtree, middle, end))
@@ -97,17 +98,17 @@ def consistency_path(subtree: SubtreeAccessor, old_size: int, new_size: int) -> 
     if old_size in (0, new_size):
         return []
     nodes_from_top = []
-    start, end, whole_old_tree = 0, new_size, True
-    while old_size != end - start:
+    m, start, end, whole_old_tree = old_size, 0, new_size, True
+    while m != end - start:  # m: the old tree's leaves within [start, end)
         # RFC 9162 §2.1.4.1: SUBPROOF(m, D[n], b) = SUBPROOF(m, D[0:k], b) : MTH(D[k:n]) if m <= k,
         # else SUBPROOF(m - k, D[k:n], false) : MTH(D[0:k])
         k = _split(end - start)
-        if old_size <= k:
+        if m <= k:
             nodes_from_top.append(subtree_hash(subtree, start + k, end))
             end = start + k
         else:
             nodes_from_top.append(subtree_hash(subtree, start, start + k))
-            start, old_size, whole_old_tree = start + k, old_size - k, False
+            start, m, whole_old_tree = start + k, m - k, False
     if not whole_old_tree:
         # RFC 9162 §2.1.4.1: SUBPROOF(m, D[m], false) = {MTH(D[m])}
         nodes_from_top.append(subtree_hash(subtree, start, end))

@@ -157,7 +157,7 @@ def test_editing_any_signed_field_of_a_head_breaks_it(key, field, value):
 
 
 def test_a_head_signature_is_not_a_signature_over_the_bare_fields(key):
-    """Domain separation: the ``kind`` field is signed, so a signature over the same fields without it does not verify."""
+    """Domain separation: ``kind`` is signed, so a signature over the same fields without it does not verify."""
     bare = {"tree_size": 5, "root_hash": ROOT.hex(), "timestamp_ms": 1, "key_id": key_id(key)}
     forged = SignedTreeHead(5, ROOT, 1, key_id(key), sign(key, bare))
     with pytest.raises(SignatureError):

@@ -152,7 +152,8 @@ def test_roots_match_the_naive_tree_hash_at_every_size(log):
 
 
 def test_every_inclusion_proof_matches_the_reference_and_verifies_only_where_it_should(log):
-    proofs = {(index, size): log.inclusion_proof(index, size) for size in range(1, MAX_SIZE + 1) for index in range(size)}
+    proofs = {(index, size): log.inclusion_proof(index, size)
+              for size in range(1, MAX_SIZE + 1) for index in range(size)}
     for (index, size), proof in proofs.items():
         assert proof == naive_path(index, LEAVES[:size]), (index, size)
         root = NAIVE_ROOTS[size]
