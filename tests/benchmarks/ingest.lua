@@ -2,11 +2,15 @@
 --
 --   wrk -s ingest.lua URL -- MODE PATH API_KEY METRIC DAY RUN_ID OUT_FILE K
 --
--- Every request is a batch of 100 k-RR reports with a fresh batch_id and a fresh
--- client_id (the daily cap is 100 reports per client). The body is built once per
--- thread; a request only splices in the two ids, so wrk stays light on the CPU.
--- MODE "ingest" reads each answer's counts and keeps the acknowledged batch_ids;
--- MODE "bare" only counts statuses. done() writes one JSON object to OUT_FILE.
+-- Every request is a batch of 100 k-RR reports of one metric and one day, with a
+-- fresh batch_id and a client_id of its own ("c-" .. batch_id: one batch per client,
+-- so each client sends exactly its daily caps, 100 reports in all and m = 100 for the
+-- metric, and the limits drop nothing). RUN_ID starts every batch_id, so a run's client
+-- ids all start "c-" .. RUN_ID. The body is built once per thread; a request only
+-- splices in the two ids, so wrk stays light on the CPU. The same body goes to every
+-- PATH. MODE "ingest" reads each answer's counts and keeps the acknowledged batch_ids;
+-- any other MODE ("bare", "floor") only counts statuses. done() writes one JSON object
+-- to OUT_FILE.
 
 local threads = {}
 
