@@ -7,7 +7,7 @@ privacy unit of central DP, docs/privacy.md):
 * at most ``m`` = ``Metric.contribution_bound`` reports per metric.
 
 Counters (``ClientCounter``) are keyed by ``HMAC-SHA256(secret of the day,
-client_id)``. The secret (``DailySecret``) is made once per day in the database,
+client_id NUL metric)``, cut to 64 bits. The secret (``DailySecret``) is made once per day in the database,
 so every worker uses the same one; secrets and counters are deleted once their
 day can no longer receive reports (:func:`expire`), after which nobody can link a
 counter to a client id (invariant 1). Because the counters are written in the
@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import os
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -83,30 +84,54 @@ secrets = _Secrets()
 class CounterPlan:
     """The counters one batch touches: each group's daily-total key and metric key, and every key's day."""
 
-    daily_keys: list[str]
-    metric_keys: list[str]
-    days: dict[str, date]
+    daily_keys: list[int]
+    metric_keys: list[int]
+    days: dict[int, date]
+
+
+def counter_key(secret: bytes, client_id: str, metric: str) -> int:
+    """A client's counter of one day and metric (or ALL_METRICS): 64 bits of an HMAC under the day's secret."""
+    digest = hmac.new(secret, f"{client_id}\0{metric}".encode(), hashlib.sha256).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 def plan(client_id: str, groups: list[Contribution]) -> CounterPlan:
-    pseudonyms: dict[date, str] = {}
+    daily_of_day: dict[date, int] = {}
     daily_keys, metric_keys, days = [], [], {}
     for group in groups:
-        pseudonym = pseudonyms.get(group.day)
-        if pseudonym is None:
-            pseudonym = pseudonyms[group.day] = hmac.new(secrets.of(group.day), client_id.encode(),
-                                                         hashlib.sha256).hexdigest()[:32]
-        daily_key, metric_key = f"{pseudonym}:{ALL_METRICS}", f"{pseudonym}:{group.metric_id}"
+        secret = secrets.of(group.day)
+        daily_key = daily_of_day.get(group.day)
+        if daily_key is None:
+            daily_key = daily_of_day[group.day] = counter_key(secret, client_id, ALL_METRICS)
+        metric_key = counter_key(secret, client_id, str(group.metric_id))
         daily_keys.append(daily_key)
         metric_keys.append(metric_key)
         days[daily_key] = days[metric_key] = group.day
     return CounterPlan(daily_keys, metric_keys, days)
 
 
+def _all_fit(counters: CounterPlan, groups: list[Contribution], requested: Counter, counts: dict[int, int],
+             cap: int) -> dict[int, int] | None:
+    """The increments when every item of the batch fits both bounds (the usual case), else None."""
+    increments: dict[int, int] = {}
+    for group, wanted in requested.items():
+        metric_key, daily_key = counters.metric_keys[group], counters.daily_keys[group]
+        if counts.get(metric_key, 0) + wanted > groups[group].bound:
+            return None
+        increments[metric_key] = wanted
+        increments[daily_key] = increments.get(daily_key, 0) + wanted
+    if any(counts.get(key, 0) + increments[key] > cap for key in set(counters.daily_keys)):
+        return None
+    return increments
+
+
 def decide(counters: CounterPlan, groups: list[Contribution], item_groups: list[int],
-           counts: dict[str, int]) -> tuple[list[bool], dict[str, int]]:
+           counts: dict[int, int]) -> tuple[list[bool], dict[int, int]]:
     """(whether each item is admitted, the increment of each counter), deciding items in order."""
     cap = settings.PRIVACY["MAX_DAILY_CONTRIBUTIONS"]
+    increments = _all_fit(counters, groups, Counter(item_groups), counts, cap)
+    if increments is not None:
+        return [True] * len(item_groups), increments
     current = dict(counts)
     admitted, increments = [], {}
     for group in item_groups:

@@ -158,15 +158,17 @@ class DailySecret(models.Model):
 
 
 class ClientCounter(models.Model):
-    """Reports of one client pseudonym for one data day: over all metrics, or of one metric.
+    """Reports of one client for one data day: over all metrics, or of one metric.
 
-    ``key`` is ``<HMAC-SHA256(secret of day, client_id), hex>:<metric id, or * for all>``.
-    Updated in the transaction that stages the batch, so a count exists exactly when
-    its reports are stored.
+    ``key`` is the first 8 bytes (signed big-endian) of HMAC-SHA256(secret of the day,
+    client_id NUL metric id, or * for all metrics): a client's counters of one day share
+    nothing visible, and no two days' do. Updated in the transaction that stages the
+    batch, so a count exists exactly when its reports are stored. ``day`` has no index:
+    only the hourly expiry reads it.
     """
 
-    key = models.CharField(max_length=80, primary_key=True)
-    day = models.DateField(db_index=True)
+    key = models.BigIntegerField(primary_key=True)
+    day = models.DateField()
     count = models.PositiveIntegerField(default=0)
 
 

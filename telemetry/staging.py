@@ -37,13 +37,26 @@ def record_dtype(spec: MetricSpec) -> np.dtype:
     return np.dtype([("day", "<i4"), ("region", "S2"), ("value", value)])
 
 
+_KRR_RECORDS: dict[tuple, bytes] = {}  # a k-RR row's record, by (day, region, value): few distinct ones a day
+
+
+def _krr_record(day: date, region: str, value: int) -> bytes:
+    key = (day, region, value)
+    record = _KRR_RECORDS.get(key)
+    if record is None:
+        if len(_KRR_RECORDS) >= 20_000:
+            _KRR_RECORDS.clear()
+        record = _KRR_RECORDS[key] = _record_struct(0).pack(day.toordinal() - _EPOCH_ORDINAL, region.encode(), value)
+    return record
+
+
 def pack_rows(spec: MetricSpec, rows: Iterable[ReportRow]) -> bytes:
     """The payload of one batch's rows of one metric."""
-    record = _record_struct(0 if spec.protocol == "krr" else spec.oracle.packed_size)
-    return b"".join(
-        record.pack(day.toordinal() - _EPOCH_ORDINAL, region.encode(), value if payload is None else payload)
-        for _, day, region, value, payload in rows
-    )
+    if spec.protocol == "krr":
+        return b"".join(_krr_record(day, region, value) for _, day, region, value, _ in rows)
+    record = _record_struct(spec.oracle.packed_size)
+    return b"".join(record.pack(day.toordinal() - _EPOCH_ORDINAL, region.encode(), payload)
+                    for _, day, region, _, payload in rows)
 
 
 Cells = dict[tuple[date, str], tuple[int, np.ndarray]]  # (day, region) -> (reports, support counts)

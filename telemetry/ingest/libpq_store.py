@@ -23,8 +23,8 @@ from telemetry.ingest.store import BatchHeader, Claim, Rejections, Staged, Store
 from telemetry.limits import CounterPlan
 
 # Statements are sent as literals (the simple query protocol carries no parameters);
-# every one is made here, not taken from the request: ints, a UUID, hex digests and
-# keys, ISO dates and times, hex payloads, and the rejections JSON, escaped by libpq.
+# every one is made here, not taken from the request: ints, a UUID, hex digests, ISO dates
+# and times, hex payloads, and the rejections JSON, escaped by libpq.
 _CLAIM_SQL = (
     "INSERT INTO telemetry_batch (batch_id, ingest_key_id, body_digest, item_count, rejections, received_at)"
     " VALUES ('%s'::uuid, %d, '%s', %d, %s::jsonb, '%s'::timestamptz)"
@@ -44,16 +44,16 @@ def claim_statement(header: BatchHeader, rejections_literal: str, received_at: d
 def _counter_statements(counters: CounterPlan) -> str:
     """Make the batch's counters (0 if new) and lock them, in key order so that batches never deadlock."""
     keys = sorted(counters.days)
-    values = ", ".join(f"('{key}', '{counters.days[key].isoformat()}', 0)" for key in keys)
-    listed = ", ".join(f"'{key}'" for key in keys)
+    values = ", ".join(f"({int(key)}, '{counters.days[key].isoformat()}', 0)" for key in keys)
+    listed = ", ".join(str(int(key)) for key in keys)
     return (f"INSERT INTO telemetry_clientcounter (key, day, count) VALUES {values} ON CONFLICT (key) DO NOTHING; "
             f"SELECT key, count FROM telemetry_clientcounter WHERE key IN ({listed}) ORDER BY key FOR UPDATE")
 
 
-def _commit_statements(staged: Staged, increments: dict[str, int]) -> str:
+def _commit_statements(staged: Staged, increments: dict[int, int]) -> str:
     statements = []
     if increments:
-        values = ", ".join(f"('{key}', {added})" for key, added in sorted(increments.items()))
+        values = ", ".join(f"({int(key)}, {int(added)})" for key, added in sorted(increments.items()))
         statements.append("UPDATE telemetry_clientcounter AS c SET count = c.count + v.added"
                           f" FROM (VALUES {values}) AS v(key, added) WHERE c.key = v.key")
     if staged:
@@ -98,7 +98,7 @@ class LibpqStore:
         if not self._open:
             return Claim()
         counts = results[3]
-        return Claim(counts={counts.get_value(row, 0).decode(): int(counts.get_value(row, 1))
+        return Claim(counts={int(counts.get_value(row, 0)): int(counts.get_value(row, 1))
                              for row in range(counts.ntuples)})
 
     def _send_claim(self, rejections: Rejections, counters: CounterPlan | None) -> list:
@@ -110,7 +110,7 @@ class LibpqStore:
             return results
         return self._session.send(f"BEGIN; {claim}; {_counter_statements(counters)}", OK, TUPLES, OK, TUPLES)
 
-    def commit(self, staged: Staged, increments: dict[str, int], counters: CounterPlan | None) -> None:
+    def commit(self, staged: Staged, increments: dict[int, int], counters: CounterPlan | None) -> None:
         if not self._open:
             return
         statements = _commit_statements(staged, increments)

@@ -49,7 +49,7 @@ class OrmStore:
         locked = ClientCounter.objects.select_for_update().filter(key__in=keys).order_by("key")
         return Claim(counts=dict(locked.values_list("key", "count")))
 
-    def commit(self, staged: Staged, increments: dict[str, int], counters: CounterPlan | None) -> None:
+    def commit(self, staged: Staged, increments: dict[int, int], counters: CounterPlan | None) -> None:
         for key, added in sorted(increments.items()):
             ClientCounter.objects.filter(key=key).update(count=F("count") + added)
         StagedReports.objects.bulk_create(StagedReports(metric_id=metric_id, payload=payload)

@@ -45,7 +45,7 @@ class Claim:
     """The outcome of a claim: the earlier record (a replay), or this request's locked counters."""
 
     stored: StoredBatch | None = None
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: dict[int, int] = field(default_factory=dict)
 
 
 class BatchStore(Protocol):
@@ -63,5 +63,5 @@ class BatchStore(Protocol):
         the claim is committed at once.
         """
 
-    def commit(self, staged: Staged, increments: dict[str, int], counters: CounterPlan | None) -> None:
+    def commit(self, staged: Staged, increments: dict[int, int], counters: CounterPlan | None) -> None:
         """Stage the admitted reports, add ``increments`` to the counters, and commit."""

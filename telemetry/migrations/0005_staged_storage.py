@@ -107,8 +107,8 @@ class Migration(migrations.Migration):
         migrations.CreateModel(
             name="ClientCounter",
             fields=[
-                ("key", models.CharField(max_length=80, primary_key=True, serialize=False)),
-                ("day", models.DateField(db_index=True)),
+                ("key", models.BigIntegerField(primary_key=True, serialize=False)),
+                ("day", models.DateField()),
                 ("count", models.PositiveIntegerField(default=0)),
             ],
         ),

@@ -259,14 +259,21 @@ def test_client_id_is_stored_nowhere_in_postgres(make_metric, key, protocol):
 
 
 def test_counter_keys_hide_the_client_id_and_expire(make_metric, key):
-    make_metric(bound=3)
+    bounded = make_metric(bound=3)
     _send([krr_item(), krr_item(day=day_str(-1)), krr_item(day=day_str(-MAX_AGE))], CLIENT_ID, key)
-    counters = list(ClientCounter.objects.all())
+    counters = {c.key: c for c in ClientCounter.objects.all()}
     assert len(counters) == 6  # per day: the all-metrics total and the metric's count
-    for counter in counters:
-        assert CLIENT_ID not in counter.key and CLIENT_ID.encode().hex() not in counter.key
-        assert hashlib.sha256(CLIENT_ID.encode()).hexdigest()[:16] not in counter.key  # an unkeyed hash would link
-    assert DailySecret.objects.count() == 3
+    # each key is 64 bits of an HMAC under that day's secret: computed here independently of limits.py
+    secrets_by_day = {row.day: bytes(row.secret) for row in DailySecret.objects.all()}
+    assert len(secrets_by_day) == 3
+    expected = set()
+    for day, secret in secrets_by_day.items():
+        for metric in ("*", str(bounded.id)):
+            digest = hmac.new(secret, f"{CLIENT_ID}\0{metric}".encode(), hashlib.sha256).digest()
+            expected.add(int.from_bytes(digest[:8], "big", signed=True))
+    assert set(counters) == expected
+    unkeyed = int.from_bytes(hashlib.sha256(CLIENT_ID.encode()).digest()[:8], "big", signed=True)
+    assert unkeyed not in counters  # an unkeyed hash would link
     # a day that can no longer receive reports loses its secret and counters
     assert limits.expire(today()) == 0  # every day still receives reports
     assert limits.expire(today() + timedelta(days=MAX_AGE)) == 3  # the oldest day: its 2 counters and its secret
@@ -277,11 +284,15 @@ def test_counter_keys_hide_the_client_id_and_expire(make_metric, key):
 def test_pseudonyms_rotate_between_days(color, key):
     """The same client is not linkable across data days through the counter keys."""
     _send([krr_item(day=day_str(0)), krr_item(day=day_str(-1))], CLIENT_ID, key)
-    pseudonym = {c.day: c.key.split(":")[0] for c in ClientCounter.objects.all()}
-    assert set(pseudonym) == {today(), today() - timedelta(days=1)}
-    assert pseudonym[today()] != pseudonym[today() - timedelta(days=1)]
+    keys = {}
+    for counter in ClientCounter.objects.all():
+        keys.setdefault(counter.day, set()).add(counter.key)
+    assert set(keys) == {today(), today() - timedelta(days=1)}
+    assert not keys[today()] & keys[today() - timedelta(days=1)]  # nothing shared between the days
     for guess in (b"", settings.SECRET_KEY.encode()):  # not an HMAC under any fixed, guessable key
-        assert hmac.new(guess, CLIENT_ID.encode(), hashlib.sha256).hexdigest()[:32] not in pseudonym.values()
+        for metric in ("*", str(color.id)):
+            digest = hmac.new(guess, f"{CLIENT_ID}\0{metric}".encode(), hashlib.sha256).digest()
+            assert int.from_bytes(digest[:8], "big", signed=True) not in keys[today()] | keys[today() - timedelta(days=1)]
 
 
 def test_every_worker_uses_the_one_secret_of_a_day(color, key):
