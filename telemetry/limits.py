@@ -110,6 +110,20 @@ def plan(client_id: str, groups: list[Contribution]) -> CounterPlan:
     return CounterPlan(daily_keys, metric_keys, days)
 
 
+def if_all_admitted(counters: CounterPlan, groups: list[Contribution],
+                    item_groups: list[int]) -> tuple[dict[int, int], dict[int, int]]:
+    """(the increment of each counter if every item is admitted, each counter's bound)."""
+    cap = settings.PRIVACY["MAX_DAILY_CONTRIBUTIONS"]
+    increments: dict[int, int] = {}
+    bounds: dict[int, int] = {}
+    for group, wanted in Counter(item_groups).items():
+        metric_key, daily_key = counters.metric_keys[group], counters.daily_keys[group]
+        increments[metric_key] = increments.get(metric_key, 0) + wanted
+        increments[daily_key] = increments.get(daily_key, 0) + wanted
+        bounds[metric_key], bounds[daily_key] = groups[group].bound, cap
+    return increments, bounds
+
+
 def _all_fit(counters: CounterPlan, groups: list[Contribution], requested: Counter, counts: dict[int, int],
              cap: int) -> dict[int, int] | None:
     """The increments when every item of the batch fits both bounds (the usual case), else None."""

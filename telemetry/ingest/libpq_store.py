@@ -1,11 +1,14 @@
-"""The serving store: a batch's transaction as two queries straight on libpq, under Django's connection.
+"""The serving store: a batch's transaction straight on libpq, under Django's connection.
 
-Round trip 1: ``BEGIN; <claim>; <make the counters>; <lock and read the counters>``:
-the claim's answer and the client's counts come back, the transaction stays open.
-The orchestration decides the items; round trip 2: ``<add to the counters>;
-<stage the reports>; COMMIT``. The 200 leaves after the commit is flushed. A
-replay ends the transaction at once and is answered from the stored record.
-A batch with nothing to store commits in round trip 1.
+The usual batch fits its client's bounds, so it is tried first in ONE round trip
+(:meth:`LibpqStore.store_if_within_bounds`): ``BEGIN; <claim, add every item to the
+counters, stage every report, all conditional on the claim>; COMMIT``, where the
+statement fails (division by zero, on purpose) if a counter would pass its bound,
+which aborts the transaction and skips its COMMIT. Only then are the items decided
+one by one (``claim`` and ``commit``, two round trips): round trip 1 claims, makes
+and locks the counters and reads them; round trip 2 adds the admitted increments,
+stages the admitted reports and commits. The 200 leaves after the commit is flushed.
+A replay is answered from the stored record.
 
 Used when Django's connection is idle in autocommit: every request, unless the
 caller holds a transaction (then ``OrmStore``).
@@ -16,7 +19,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import orjson
-from django.db import DatabaseError
+import psycopg
+from django.db import DatabaseError, DataError
 
 from deploy.api.db import OK, TUPLES, LibpqSession
 from telemetry.ingest.store import BatchHeader, Claim, Rejections, Staged, StoredBatch
@@ -62,6 +66,29 @@ def _commit_statements(staged: Staged, increments: dict[int, int]) -> str:
     return "; ".join([*statements, "COMMIT"])
 
 
+def _within_bounds_statement(claim: str, counters: CounterPlan, staged: Staged, increments: dict[int, int],
+                             bounds: dict[int, int]) -> str:
+    """One statement: claim; if claimed, add ``increments`` to the counters and stage the reports;
+    fail if a counter then passes its bound. It returns whether the batch was claimed."""
+    added = ", ".join(f"({int(key)}, '{counters.days[key].isoformat()}'::date, {int(increments[key])},"
+                      f" {int(bounds[key])})" for key in sorted(increments))
+    payloads = ", ".join(f"({int(metric_id)}, '\\x{payload.hex()}'::bytea)" for metric_id, payload in staged)
+    return (
+        f"WITH claim AS ({claim}),"
+        f" wanted (key, day, added, bound) AS (VALUES {added}),"
+        " counted AS (INSERT INTO telemetry_clientcounter (key, day, count)"
+        " SELECT key, day, added FROM wanted, claim ORDER BY key"
+        " ON CONFLICT (key) DO UPDATE SET count = telemetry_clientcounter.count + excluded.count"
+        " RETURNING key, count),"
+        " staged AS (INSERT INTO telemetry_stagedreports (metric_id, payload)"
+        f" SELECT metric_id, payload FROM (VALUES {payloads}) AS s(metric_id, payload), claim)"
+        " SELECT (SELECT count(*) FROM claim),"
+        # over a bound: divide by zero, which aborts the transaction (its COMMIT is then skipped)
+        " 1 / (SELECT CASE WHEN count(*) = 0 THEN 1 ELSE 0 END"
+        "      FROM counted JOIN wanted USING (key) WHERE counted.count > wanted.bound)"
+    )
+
+
 class LibpqStore:
     """A :class:`~telemetry.ingest.store.BatchStore` on libpq; two round trips per batch.
 
@@ -83,15 +110,37 @@ class LibpqStore:
         if exc_type is not None:
             self._session.abort()
 
-    def claim(self, rejections: Rejections, counters: CounterPlan | None) -> Claim:
+    def store_if_within_bounds(self, rejections: Rejections, counters: CounterPlan, staged: Staged,
+                               increments: dict[int, int], bounds: dict[int, int]) -> Claim | None:
+        """Claim and store the whole batch in one round trip if it fits its bounds: the Claim (a replay's
+        record, or empty once committed), or None when a bound would be passed (nothing written)."""
+        claim = claim_statement(self._header, self._session.literal(orjson.dumps(rejections)),
+                                datetime.now(timezone.utc))
+        statement = _within_bounds_statement(claim, counters, staged, increments, bounds)
         try:
-            results = self._send_claim(rejections, counters)
+            results = self._reconnecting(lambda: self._session.send(f"BEGIN; {statement}; COMMIT", OK, TUPLES, OK))
+        except DataError as error:
+            if not isinstance(error.__cause__, psycopg.errors.DivisionByZero):
+                raise
+            self._session.abort()
+            return None
+        self._session.require_commit(results)
+        if results[1].get_value(0, 0) != b"1":
+            return Claim(self._stored())
+        return Claim()
+
+    def _reconnecting(self, send):
+        """``send()``; if it fails on a connection kept from before a database restart, once more on a new
+        connection (nothing was written by a transaction that never reached the server)."""
+        try:
+            return send()
         except DatabaseError:
-            # A connection kept from before a database restart fails on first use; nothing was
-            # written by a transaction that never reached the server, so try once on a new one.
             if not self._session.reconnect_if_broken():
                 raise
-            results = self._send_claim(rejections, counters)
+            return send()
+
+    def claim(self, rejections: Rejections, counters: CounterPlan | None) -> Claim:
+        results = self._reconnecting(lambda: self._send_claim(rejections, counters))
         if results[1].ntuples != 1:
             return Claim(self._stored())
         self._open = counters is not None

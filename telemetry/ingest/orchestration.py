@@ -48,6 +48,14 @@ def ingest_batch(*, ingest_key_id: int, body: bytes) -> IngestResult:
     header = BatchHeader(envelope.batch_id, ingest_key_id, envelope.digest, len(envelope.reports))
     counters = limits.plan(envelope.client_id, valid.groups) if valid.rows else None  # secrets: before the transaction
     with _open_store(header) as store:
+        if counters is not None:  # the usual batch, within its bounds: one step
+            increments, bounds = limits.if_all_admitted(counters, valid.groups, valid.item_groups)
+            every_row = [True] * len(valid.rows)
+            stored = store.store_if_within_bounds(valid.rejections, counters, _staged(valid, every_row),
+                                                  increments, bounds)
+            if stored is not None:
+                return replayed_result(header, stored.stored) if stored.stored else \
+                    IngestResult(envelope.batch_id, header.item_count, valid.rejections)
         claim = store.claim(valid.rejections, counters)
         if claim.stored is not None:
             return replayed_result(header, claim.stored)

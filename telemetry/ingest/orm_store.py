@@ -30,6 +30,11 @@ class OrmStore:
     def __exit__(self, exc_type, exc, traceback) -> bool | None:
         return self._atomic.__exit__(exc_type, exc, traceback)
 
+    def store_if_within_bounds(self, rejections: Rejections, counters: CounterPlan, staged: Staged,
+                               increments: dict[int, int], bounds: dict[int, int]) -> Claim | None:
+        """No one-step path here: every batch is decided item by item (``claim``, then ``commit``)."""
+        return None
+
     def claim(self, rejections: Rejections, counters: CounterPlan | None) -> Claim:
         header = self._header
         # A concurrent duplicate waits on the primary key, fails its insert, then reads the winner's row.

@@ -53,6 +53,13 @@ class BatchStore(Protocol):
 
     def __exit__(self, exc_type, exc, traceback) -> bool | None: ...
 
+    def store_if_within_bounds(self, rejections: Rejections, counters: CounterPlan, staged: Staged,
+                               increments: dict[int, int], bounds: dict[int, int]) -> Claim | None:
+        """The usual case in one step: claim the batch_id and, if this request holds the claim, stage
+        every report and add ``increments`` to the counters, and commit, provided no counter passes its
+        bound. The Claim (a replay's record, or empty once committed), or None when nothing was written
+        (a bound would be passed, or the store has no one-step path): then ``claim`` and ``commit``."""
+
     def claim(self, rejections: Rejections, counters: CounterPlan | None) -> Claim:
         """Open the transaction and claim the batch_id with its ``rejections``.
 
