@@ -47,24 +47,28 @@ Decisions, each visible in the rules below:
   value (:func:`looks_random`: Shannon entropy >= 3 bits/char and a long
   segment mixing letters with digits or cases).
 
-Performance: every regex is compiled once, and one combined pre-filter regex
-(:attr:`PiiStripper._trigger_re`) finds which rules can possibly match a string
-(digits, slashes, ``@``, ``$``/``%``, ``:``/``=``, provider prefixes) so that
-only those run.
+Performance: every regex is compiled once, and patterns start with their rare
+anchor ("@", "/", "$", a provider prefix) so that the regex engine skips ahead in C.
+A pre-filter (:meth:`PiiStripper._present`) tells which rules can match a string at
+all: cheap substring tests for the characters and literals a rule needs, one gate (a
+run of 16 token characters) in front of the ~40 provider-key rules, and a small
+"quick" regex per number rule. ``PiiStripper(prefilter=False)`` runs everything, for
+the test that proves the pre-filter hides nothing.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import hashlib
 import ipaddress
 import json
 import math
 import re
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Sequence, Union
+from dataclasses import dataclass
+from typing import Callable, Iterable, Mapping, NamedTuple, Sequence, Union
 
 __all__ = [
     "BUILTIN_RULE_NAMES",
@@ -117,7 +121,9 @@ class PiiRule:
     category: str
     pattern: re.Pattern
     accept: Accept | None = None
-    triggers: tuple[str, ...] | None = None  # pre-filter keys; None: always run
+    triggers: tuple[str, ...] | None = None  # pre-filter keys, any of which must be present; None: always run
+    quick: re.Pattern | None = None  # a cheap necessary condition, searched before ``pattern``
+    requires: str | None = None  # a gate key that must be present too ("TOKEN" for provider keys)
 
     @property
     def is_secret(self) -> bool:
@@ -130,8 +136,7 @@ class PiiRule:
                 yield span
 
 
-@dataclass(frozen=True)
-class PiiFinding:
+class PiiFinding(NamedTuple):
     """One redaction: where it was in the original text and what replaced it (never the original)."""
 
     rule: str
@@ -246,8 +251,10 @@ def _trim_trailing(text: str, start: int, end: int, chars: str = ".,:;!?'\"") ->
     while end > start and text[end - 1] in chars:
         end -= 1
     # a closing parenthesis that the path did not open belongs to the prose around it
-    while end > start and text[end - 1] == ")" and text.count("(", start, end) < text.count(")", start, end):
+    opened, closed = text.count("(", start, end), text.count(")", start, end)
+    while end > start and text[end - 1] == ")" and opened < closed:
         end -= 1
+        closed -= 1
     return start, end
 
 
@@ -263,9 +270,10 @@ _END = r"(?=[\s\"'`)\],;:!?]|\.(?:\s|$)|$)"
 # a segment: spaces inside only if a separator follows, or in a file name ending in an extension
 _SEGS = rf"(?:[^\s/\\\"'`<>|;,:()\[\]{{}}*?.]+(?:\ [^\s/\"'`<>|;,:()\[\]{{}}*?.]+){{0,3}}\.[A-Za-z0-9]{{1,5}}{_END}" \
         rf"|{_SEG}+(?:\ {_SEG}+)*(?=/)|{_SEG}+)"
+_NOT_BEFORE_PATH = r"[\w.:/\\~\]\[@$%-]"  # inside a word, a URL, a relative path
 _UNIX_PATH = re.compile(
-    rf"(?<![\w.:/\\~\]\[@$%-])(?:/(?:{_UNIX_ROOTS})(?:/+{_SEGS})+/?"
-    rf"|~[A-Za-z0-9_.-]*(?:/+{_SEGS})+/?)"
+    rf"/(?<!{_NOT_BEFORE_PATH}/)(?:{_UNIX_ROOTS})(?:/+{_SEGS})+/?"
+    rf"|~(?<!{_NOT_BEFORE_PATH}~)[A-Za-z0-9_.-]*(?:/+{_SEGS})+/?"
 )
 _WSEG = r"(?:[^\s\\/:*?\"<>|,;'`\[\]{}])"
 _WSEGS = rf"(?:[^\s\\/:*?\"<>|,;'`\[\]{{}}.]+(?:\ [^\s\\/:*?\"<>|,;'`\[\]{{}}.]+){{0,3}}\.[A-Za-z0-9]{{1,5}}{_END}" \
@@ -281,7 +289,7 @@ def _accept_path(match: re.Match, text: str) -> Span:
 
 # --- network addresses ----------------------------------------------------------------------------
 
-_IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)")
+_IPV4 = re.compile(r"\d(?<![\w.]\d)\d{0,2}\.(?:\d{1,3}\.){2}\d{1,3}(?![\w]|\.\d)")
 _VERSION_BEFORE = re.compile(
     r"(?i)(?:(?:\bversion|\bver\.?|\brelease|\bbuild|\brev\.?|\bv)\s*[:=]?\s*|\b[A-Za-z][\w-]*/)$"
 )  # "version 1.2.3.4", "Chrome/120.0.0.0"
@@ -292,10 +300,8 @@ def _accept_ipv4(match: re.Match, text: str) -> Span | None:
         address = ipaddress.IPv4Address(match.group())
     except ValueError:
         return None
-    if address.is_loopback or address.is_unspecified:  # the same on every machine: nobody
-        return None
     octets = address.packed
-    if all(o < 10 for o in octets):  # 1.2.3.4, 8.8.8.8, 0.0.0.0: versions, public resolvers, nobody
+    if octets[0] == 127 or all(o < 10 for o in octets):  # loopback; 1.2.3.4, 8.8.8.8, 0.0.0.0: versions, nobody
         return None
     as_int = int(address)
     if octets[0] == 255 and (as_int | (as_int - 1)) & 0xFFFFFFFF == 0xFFFFFFFF:  # a netmask
@@ -339,23 +345,28 @@ _MAC = re.compile(
 
 # --- contact data and identifiers -----------------------------------------------------------------
 
-_EMAIL = re.compile(
-    r"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
-    r"[A-Za-z]{2,24}(?![\w-])"
-)
+# "@domain.tld"; the local part is found backwards from the "@" (a regex starting at "@" is fast)
+_EMAIL = re.compile(r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])")
+_LOCAL_PART_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-")
 _IMAGE_SCALE = re.compile(r"@\d+(?:\.\d+)?x\.")
 
 
 def _accept_email(match: re.Match, text: str) -> Span | None:
-    if _IMAGE_SCALE.search(match.group()):  # icon@2x.png is an image name
+    """The longest local part before the "@": up to 64 characters, starting with a letter or digit."""
+    at = start = match.start()
+    while start > 0 and at - start < 64 and text[start - 1] in _LOCAL_PART_CHARS:
+        start -= 1
+    if start == at or text[start] in "._%+-":
         return None
-    if match.group().partition("@")[0] == "git":  # git@github.com: the forges' SSH user, not a person
+    if start > 0 and (text[start - 1] in _LOCAL_PART_CHARS or text[start - 1].isalnum() or text[start - 1] == "_"):
+        return None  # a local part longer than 64 characters, or glued to a non-ASCII word
+    if _IMAGE_SCALE.match(text, at) or text[start:at] == "git":  # icon@2x.png; git@github.com, the forges' SSH user
         return None
-    return match.span()
+    return start, match.end()
 
 
 _EMAIL_OBFUSCATED = re.compile(
-    r"(?i)(?<![\w.])[a-z0-9][a-z0-9._%+-]*\s*[\[(<{]at[\])>}]\s*[a-z0-9-]+"
+    r"(?i)(?<![\w.])[a-z0-9][a-z0-9._%+-]{0,63}\s*[\[(<{]at[\])>}]\s*[a-z0-9-]+"
     r"(?:\s*[\[(<{]dot[\])>}]\s*[a-z0-9-]+|\.[a-z0-9-]+)+"
 )
 
@@ -429,8 +440,8 @@ _PROVIDER_SECRETS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("anthropic_api_key", r"(?<![A-Za-z0-9])sk-ant-[A-Za-z0-9]{2,12}-[A-Za-z0-9_-]{20,}", ("sk-",)),
     ("openai_api_key", r"(?<![A-Za-z0-9])sk-(?:(?:proj|svcacct|admin|None)-[A-Za-z0-9_-]{20,}"
      r"|[A-Za-z0-9]{20}T3BlbkFJ[A-Za-z0-9]{20}|[A-Za-z0-9]{32,})(?![A-Za-z0-9])", ("sk-",)),
-    ("slack_token", r"(?<![A-Za-z0-9])xox[abposre]-(?:[0-9]+-)*[A-Za-z0-9-]{10,}", ("xox",)),
-    ("slack_app_token", r"(?<![A-Za-z0-9])xapp-\d-[A-Z0-9]+-\d+-[a-z0-9]+", ("xapp-",)),
+    ("slack_token", r"(?<![A-Za-z0-9])xox[abposre]-(?:[0-9]+-)*[A-Za-z0-9-]{20,}", ("xox",)),
+    ("slack_app_token", r"(?<![A-Za-z0-9])xapp-\d-[A-Z0-9]{8,}-\d{8,}-[a-z0-9]{16,}", ("xapp-",)),
     ("slack_webhook", r"https?://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9+/_-]{20,}",
      ("hooks.slack.com",)),
     ("stripe_key", r"(?<![A-Za-z0-9])(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{10,247}(?![A-Za-z0-9])",
@@ -446,7 +457,8 @@ _PROVIDER_SECRETS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("twilio_api_key", r"(?<![A-Za-z0-9])SK[0-9a-fA-F]{32}(?![A-Za-z0-9])", ("SK",)),
     ("mailgun_api_key", r"(?<![A-Za-z0-9])key-[0-9a-zA-Z]{32}(?![A-Za-z0-9])", ("key-",)),
     ("mailchimp_api_key", r"(?<![A-Za-z0-9])[0-9a-f]{32}-us\d{1,2}(?![A-Za-z0-9])", ("-us",)),
-    ("digitalocean_token", r"(?<![A-Za-z0-9])do[opr]_v1_[a-f0-9]{64}(?![A-Za-z0-9])", ("doo_v1_", "dop_v1_", "dor_v1_")),
+    ("digitalocean_token", r"(?<![A-Za-z0-9])do[opr]_v1_[a-f0-9]{64}(?![A-Za-z0-9])",
+     ("doo_v1_", "dop_v1_", "dor_v1_")),
     ("shopify_token", r"(?<![A-Za-z0-9])shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}(?![A-Za-z0-9])", ("shp",)),
     ("databricks_token", r"(?<![A-Za-z0-9])dapi[a-f0-9]{32}(?:-\d)?(?![A-Za-z0-9])", ("dapi",)),
     ("hashicorp_vault_token", r"(?<![A-Za-z0-9])hv[sbr]\.[A-Za-z0-9_-]{24,}", ("hvs.", "hvb.", "hvr.")),
@@ -465,16 +477,20 @@ _PROVIDER_SECRETS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("azure_storage_key", r"(?i)AccountKey=(?P<v>[A-Za-z0-9+/]{40,}={0,2})", ("AccountKey=", "accountkey=")),
     ("azure_sas_signature", r"[?&]sig=(?P<v>[A-Za-z0-9%+/]{30,}(?:%3D|=){0,2})", ("sig=",)),
     ("jwt", r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*", ("eyJ",)),
-    ("private_key_pem", r"-----BEGIN[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----(?:[\s\S]*?-----END[ A-Z0-9]*PRIVATE KEY"
-     r"(?: BLOCK)?-----|[\s\S]*)", ("-----BEGIN",)),
-    ("putty_private_key", r"PuTTY-User-Key-File-\d:[\s\S]*?(?:Private-MAC: [0-9a-f]+|$)", ("PuTTY-User-Key-File",)),
 )
+# Private keys: a whole block, or everything after a header whose end is missing (a truncated paste).
+_PEM_PRIVATE_KEY = re.compile(
+    r"-----BEGIN[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----(?:[\s\S]*?-----END[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----|[\s\S]*)"
+)
+_PUTTY_PRIVATE_KEY = re.compile(r"PuTTY-User-Key-File-\d:[\s\S]*?(?:Private-MAC: [0-9a-f]+|$)")
+# Every match of a gated provider rule holds a run of 16 of these characters: the gate in front of them.
+_LONG_TOKEN = re.compile(r"[A-Za-z0-9_-]{16}")
+# Provider rules whose matches may lack such a run (dots, slashes, "+" or "%" inside): never gated.
+_UNGATED_PROVIDERS = frozenset({"slack_webhook", "jwt", "grafana_token", "azure_storage_key", "azure_sas_signature"})
 
 _BEARER = re.compile(r"(?i)(?<![A-Za-z0-9])bearer\s+(?P<v>[A-Za-z0-9._~+/-]{16,}=*)")
 _BASIC = re.compile(r"(?i)(?<![A-Za-z0-9])basic\s+(?P<v>[A-Za-z0-9+/]{8,}={0,2})(?![A-Za-z0-9+/=])")
-_URL_CREDENTIALS = re.compile(
-    r"(?i)(?<![\w+.-])[a-z][a-z0-9+.-]{1,20}://(?P<v>[^\s/?#@:\"'<>]+:[^\s/?#@\"'<>]*)@(?=[^\s/?#@\"'<>]+)"
-)
+_URL_CREDENTIALS = re.compile(r"://(?<=[A-Za-z0-9+.-]://)(?P<v>[^\s/?#@:\"'<>]+:[^\s/?#@\"'<>]*)@(?=[^\s/?#@\"'<>])")
 
 
 def _accept_random(match: re.Match, text: str) -> Span | None:
@@ -508,9 +524,7 @@ _VALUE = r"(?=\"(?P<dq>[^\"\n]{1,256})\"|'(?P<sq>[^'\n]{1,256})'|(?P<uq>[^\s\"'<
 _GENERIC_SECRET = re.compile(
     r"(?<![\w.-])(?P<key>[A-Za-z_][\w.-]*)[\"']?[ \t]*(?::=|=>|==|[:=])[ \t]*" + _VALUE
 )
-_CLI_SECRET = re.compile(
-    r"(?<![\w-])--?(?P<key>[A-Za-z][\w-]*)(?:=|[ \t]+(?![-\s]))" + _VALUE
-)
+_CLI_SECRET = re.compile(r"-(?<![\w-]-)-?(?P<key>[A-Za-z][\w-]*)(?:=|[ \t]+(?![-\s]))" + _VALUE)
 _PLACEHOLDER = re.compile(
     r"(?i)^(?:\*+|x+|\.{2,}|-+|_+|\?+|#+|<[^>]*>|\[[^\]]*\]|\{[^}]*\}.*|\$\{?[\w.:-]*\}?|%\(?[\w]*\)?s?|"
     r"null|none|nil|undefined|true|false|empty|required|optional|string|str|bytes|text|secret|password|"
@@ -555,10 +569,10 @@ def _accept_generic_secret(match: re.Match, text: str) -> Span | None:
 
 # --- environment variables and handles ------------------------------------------------------------
 
-_ENV_BRACED = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?:[:?+=-][^}\n]*)?\}")
-_ENV_UNIX = re.compile(r"(?<![\w$\\])\$[A-Z_][A-Z0-9_]+(?![\w$])")
-_ENV_WINDOWS = re.compile(r"(?<![\w%])%[A-Za-z_][A-Za-z0-9_]*(?:\([A-Za-z0-9]+\))?%(?![\w%])")
-_ENV_POWERSHELL = re.compile(r"(?i)(?<![\w$])\$env:[A-Za-z_][A-Za-z0-9_]*")
+_ENV_BRACED = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]{0,127}(?:[:?+=-][^}\n]{0,256})?\}")
+_ENV_UNIX = re.compile(r"\$(?<![\w$\\]\$)[A-Z_][A-Z0-9_]+(?![\w$])")
+_ENV_WINDOWS = re.compile(r"%(?<![\w%]%)[A-Za-z_][A-Za-z0-9_]*(?:\([A-Za-z0-9]+\))?%(?![\w%])")
+_ENV_POWERSHELL = re.compile(r"\$(?<![\w$]\$)(?i:env):[A-Za-z_][A-Za-z0-9_]*")
 
 
 _WINDOWS_ENV_NAMES = frozenset("""
@@ -640,9 +654,10 @@ home work noon night lunch school office midnight
 """.split())
 
 _HANDLE = re.compile(
-    r"(?<![\w.@/\\`:+<-])@(?P<name>[A-Za-z][A-Za-z0-9_-]{0,38}[A-Za-z0-9_]|[A-Za-z])(?![\w@/(`-]|\.[A-Za-z_])"
+    r"@(?<![\w.@/\\`:+<-]@)(?P<name>[A-Za-z][A-Za-z0-9_-]{0,38}[A-Za-z0-9_]|[A-Za-z])(?![\w@/(`-]|\.[A-Za-z_])"
 )
 _DECORATOR_LINE = re.compile(r"[ \t]*@[\w.]+[ \t]*$")  # matched from the line start, up to its end
+_DECORATOR_LINE_MAX = 256  # look no further for the ends of a decorator line: linear time on any input
 _DEFINITION_START = re.compile(
     r"[ \t]*(?:async\s+)?(?:def|class|function|fun|func|public|private|protected|export|static|@)\b"
 )
@@ -655,57 +670,69 @@ def _accept_handle(match: re.Match, text: str) -> Span | None:
     name = match.group("name")
     if len(name) < 2 or name.lower() in CODE_AT_WORDS or _CODE_AFTER.match(text, match.end()):
         return None
-    line_start = text.rfind("\n", 0, match.start()) + 1
-    line_end = text.find("\n", match.end())
-    line_end = len(text) if line_end < 0 else line_end
-    if _DECORATOR_LINE.match(text, line_start, line_end) and line_end < len(text):
-        if _DEFINITION_START.match(text, line_end + 1):
+    # a decorator line: only "@name" on it (so short), and a definition on the next line
+    line_start = text.rfind("\n", max(0, match.start() - _DECORATOR_LINE_MAX), match.start()) + 1
+    line_end = text.find("\n", match.end(), match.end() + _DECORATOR_LINE_MAX)
+    if (line_start or match.start() <= _DECORATOR_LINE_MAX) and line_end >= 0:
+        if _DECORATOR_LINE.match(text, line_start, line_end) and _DEFINITION_START.match(text, line_end + 1):
             return None
     return match.span()
 
 
 # --- the rule table -------------------------------------------------------------------------------
 
-# Pre-filter trigger classes: a rule with such a key runs only when the text has that character.
-_TRIGGER_CLASSES = {
-    "DIGIT": r"\d+", "SLASH": r"[/\\]+", "TILDE": "~", "AT": "@", "DOLLAR": r"\$", "PERCENT": "%", "COLON": ":+",
-    "EQUALS": "=+", "DASH": "-+", "PLUS": r"\++",
-}
+# Pre-filter: a rule runs only if one of its trigger keys is present in the text. A key is a character
+# class below, "DIGIT", a literal, or "i:" and a literal looked for in the lower-cased text.
+_CHAR_CLASSES = (("SLASH", "/"), ("SLASH", "\\"), ("TILDE", "~"), ("AT", "@"), ("DOLLAR", "$"), ("PERCENT", "%"),
+                 ("COLON", ":"), ("EQUALS", "="), ("DASH", "-"), ("PLUS", "+"))
+_CLASS_KEYS = frozenset(key for key, _ in _CHAR_CLASSES) | {"DIGIT"}
+_ANY_DIGIT = re.compile(r"\d")
+_SECRET_WORDS = ("i:pass", "i:secret", "i:token", "i:key", "i:credential", "i:authorization", "i:session", "i:cookie")
 
 
-def _rule(name: str, category: str, pattern: re.Pattern, accept: Accept | None, *triggers: str) -> PiiRule:
-    return PiiRule(name, category, pattern, accept, tuple(triggers))
+def _rule(name: str, category: str, pattern: re.Pattern, accept: Accept | None = None, *,
+          triggers: tuple[str, ...], quick: str | None = None, requires: str | None = None) -> PiiRule:
+    return PiiRule(name, category, pattern, accept, triggers, re.compile(quick) if quick else None, requires)
 
 
 def _builtin_rules() -> list[PiiRule]:
-    rules = [_rule("url_credentials", SECRET_CATEGORY, _URL_CREDENTIALS, _accept_url_credentials, "://")]
-    rules += [_rule(name, SECRET_CATEGORY, re.compile(pattern), None, *triggers)
-              for name, pattern, triggers in _PROVIDER_SECRETS]
+    secret, path = SECRET_CATEGORY, "path"
+    rules = [
+        _rule("url_credentials", secret, _URL_CREDENTIALS, _accept_url_credentials, triggers=("://",)),
+        _rule("private_key_pem", secret, _PEM_PRIVATE_KEY, triggers=("-----BEGIN",)),
+        _rule("putty_private_key", secret, _PUTTY_PRIVATE_KEY, triggers=("PuTTY-User-Key-File",)),
+    ]
+    rules += [_rule(name, secret, re.compile(pattern), triggers=literals,
+                    requires=None if name in _UNGATED_PROVIDERS else "TOKEN")
+              for name, pattern, literals in _PROVIDER_SECRETS]
     rules += [
-        _rule("bearer_token", SECRET_CATEGORY, _BEARER, _accept_random, "i:bearer"),
-        _rule("basic_auth", SECRET_CATEGORY, _BASIC, _accept_basic, "i:basic"),
-        _rule("generic_secret", SECRET_CATEGORY, _GENERIC_SECRET, _accept_generic_secret, "COLON", "EQUALS"),
-        _rule("cli_secret", SECRET_CATEGORY, _CLI_SECRET, _accept_generic_secret, "DASH"),
-        _rule("file_url", "path", _FILE_URL, _accept_path, "i:file://"),
-        _rule("unc_path", "path", _UNC_PATH, _accept_path, "SLASH"),
-        _rule("windows_path", "path", _WINDOWS_PATH, _accept_path, "SLASH"),
-        _rule("unix_path", "path", _UNIX_PATH, _accept_path, "SLASH", "TILDE"),
-        _rule("email", "email", _EMAIL, _accept_email, "AT"),
-        _rule("email_obfuscated", "email", _EMAIL_OBFUSCATED, None, "i:[at]", "i:(at)", "i:<at>", "i:{at}"),
-        _rule("credit_card", "credit_card", _CARD, _accept_card, "DIGIT"),
-        _rule("iban", "iban", _IBAN, _accept_iban, "DIGIT"),
-        _rule("us_ssn", "national_id", _US_SSN, None, "DIGIT"),
-        _rule("ipv4", "ip", _IPV4, _accept_ipv4, "DIGIT"),
-        _rule("ipv6", "ip", _IPV6, _accept_ipv6, "COLON"),
-        _rule("mac_address", "mac", _MAC, None, "COLON", "DIGIT", "DASH"),
-        _rule("phone_international", "phone", _PHONE_INTERNATIONAL, _accept_phone, "PLUS"),
-        _rule("phone_nanp", "phone", _PHONE_NANP, _accept_phone, "DIGIT"),
-        _rule("phone_national", "phone", _PHONE_NATIONAL, _accept_phone, "DIGIT"),
-        _rule("env_var_braced", "env_var", _ENV_BRACED, None, "DOLLAR"),
-        _rule("env_var_powershell", "env_var", _ENV_POWERSHELL, None, "DOLLAR"),
-        _rule("env_var_unix", "env_var", _ENV_UNIX, None, "DOLLAR"),
-        _rule("env_var_windows", "env_var", _ENV_WINDOWS, _accept_env_windows, "PERCENT"),
-        _rule("handle", "username", _HANDLE, _accept_handle, "AT"),
+        _rule("bearer_token", secret, _BEARER, _accept_random, triggers=("i:bearer",)),
+        _rule("basic_auth", secret, _BASIC, _accept_basic, triggers=("i:basic",)),
+        _rule("generic_secret", secret, _GENERIC_SECRET, _accept_generic_secret, triggers=_SECRET_WORDS,
+              quick=r"[:=]"),
+        _rule("cli_secret", secret, _CLI_SECRET, _accept_generic_secret, triggers=_SECRET_WORDS, quick=r"-[A-Za-z-]"),
+        _rule("file_url", path, _FILE_URL, _accept_path, triggers=("i:file://",)),
+        _rule("unc_path", path, _UNC_PATH, _accept_path, triggers=("SLASH",), quick=r"\\\\"),
+        _rule("windows_path", path, _WINDOWS_PATH, _accept_path, triggers=("SLASH",), quick=r":[\\/]"),
+        _rule("unix_path", path, _UNIX_PATH, _accept_path, triggers=("SLASH", "TILDE")),
+        _rule("email", "email", _EMAIL, _accept_email, triggers=("AT",)),
+        _rule("email_obfuscated", "email", _EMAIL_OBFUSCATED, triggers=("i:[at]", "i:(at)", "i:<at>", "i:{at}")),
+        _rule("credit_card", "credit_card", _CARD, _accept_card, triggers=("DIGIT",), quick=r"\d{4}[ -]?\d{4}"),
+        _rule("iban", "iban", _IBAN, _accept_iban, triggers=("DIGIT",), quick=r"[A-Z]{2}\d\d"),
+        _rule("us_ssn", "national_id", _US_SSN, triggers=("DASH",), quick=r"\d{3}-\d\d-\d{4}"),
+        _rule("ipv4", "ip", _IPV4, _accept_ipv4, triggers=("DIGIT",), quick=r"\d\.\d{1,3}\.\d{1,3}\.\d"),
+        _rule("ipv6", "ip", _IPV6, _accept_ipv6, triggers=("COLON",), quick=r":[0-9A-Fa-f]{0,4}:"),
+        _rule("mac_address", "mac", _MAC, triggers=("COLON", "DASH", "DIGIT"),
+              quick=r"[:-][0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}[:-]|\.[0-9A-Fa-f]{4}\."),
+        _rule("phone_international", "phone", _PHONE_INTERNATIONAL, _accept_phone, triggers=("PLUS",), quick=r"\+\d"),
+        _rule("phone_nanp", "phone", _PHONE_NANP, _accept_phone, triggers=("DIGIT",), quick=r"\d{3}[ .-]\d{4}"),
+        _rule("phone_national", "phone", _PHONE_NATIONAL, _accept_phone, triggers=("DIGIT",),
+              quick=r"0\d{1,4}[ .-]\d\d"),
+        _rule("env_var_braced", "env_var", _ENV_BRACED, triggers=("DOLLAR",)),
+        _rule("env_var_powershell", "env_var", _ENV_POWERSHELL, triggers=("DOLLAR",)),
+        _rule("env_var_unix", "env_var", _ENV_UNIX, triggers=("DOLLAR",)),
+        _rule("env_var_windows", "env_var", _ENV_WINDOWS, _accept_env_windows, triggers=("PERCENT",)),
+        _rule("handle", "username", _HANDLE, _accept_handle, triggers=("AT",)),
     ]
     return rules
 
@@ -735,11 +762,19 @@ class _Pseudonyms:
         return pseudonym
 
 
+def _first(pair: tuple) -> object:
+    return pair[0]
+
+
+def _precedence(cand: "_Candidate") -> tuple:
+    return not cand.rule.is_secret, cand.start - cand.end, cand.order, cand.start
+
+
 def _normalize(category: str, value: str) -> str:
     """One key per real-world value: case-folded e-mails, canonical IPs, bare digits of numbers."""
     if category == "email":
         return value.lower()
-    if category == "ip":
+    if category == "ip" and ":" in value:  # an accepted IPv4 is already canonical (no leading zeros)
         try:
             return ipaddress.ip_address(value).compressed
         except ValueError:
@@ -751,12 +786,11 @@ def _normalize(category: str, value: str) -> str:
     return value
 
 
-@dataclass
-class _Candidate:
+class _Candidate(NamedTuple):
     start: int
     end: int
     rule: PiiRule
-    order: int = field(default=0)
+    order: int
 
 
 FieldsInput = Union[Mapping[str, str], Sequence[str], Sequence[tuple[str, str]]]
@@ -800,6 +834,7 @@ class PiiStripper:
             raise ValueError(f"rule {name!r} matches the empty string")
         rule = PiiRule(name, category, compiled, accept, None)
         self._rules.append(rule)
+        self._compile_triggers()
         return rule
 
     def reset(self) -> None:
@@ -830,7 +865,8 @@ class PiiStripper:
     def strip_text(self, text: str) -> tuple[str, list[PiiFinding]]:
         """Redact one string with this instance's pseudonym table; returns the text and its findings."""
         redacted, findings = self._redact(text, self._pseudonyms)
-        self._rescan(redacted, None)
+        if findings:  # an unchanged text would scan clean again: the scan is deterministic
+            self._rescan(redacted, None)
         return redacted, findings
 
     def strip_fields(self, fields: FieldsInput) -> tuple[FieldsInput, RedactionLog]:
@@ -846,7 +882,8 @@ class PiiStripper:
         redacted_pairs = []
         for name, value in pairs:
             redacted, findings = self._redact(value, pseudonyms)
-            self._rescan(redacted, name)
+            if findings:
+                self._rescan(redacted, name)
             counts.update(f.category for f in findings)
             fired.update(f.rule for f in findings)
             redacted_pairs.append((name, redacted))
@@ -857,60 +894,66 @@ class PiiStripper:
     # -- internals --
 
     def _compile_triggers(self) -> None:
-        """One regex finds every pre-filter key of a text in one pass.
+        """Split the rules by gate and collect the literal keys the pre-filter looks for."""
+        self._all = list(enumerate(self._rules))
+        self._always = [(order, rule) for order, rule in self._all if rule.triggers is None]
+        self._by_key: dict[str, list[tuple[int, PiiRule]]] = {}
+        for order, rule in self._all:
+            for key in rule.triggers or ():
+                self._by_key.setdefault(key, []).append((order, rule))
+        literals = {(rule.requires, key) for rule in self._rules for key in rule.triggers or ()
+                    if key not in _CLASS_KEYS}
+        self._lower_literals = sorted({key[2:].lower() for _, key in literals if key.startswith("i:")})
+        self._plain_literals = sorted({key for gate, key in literals if gate is None and not key.startswith("i:")})
+        self._gated_literals = sorted({key for gate, key in literals if gate and not key.startswith("i:")}
+                                      - set(self._plain_literals))
 
-        Literals sit in a lookahead (zero width), so overlapping ones are all seen; a
-        literal found also stands for the shorter literals and classes inside it.
-        """
-        triggers = {t for rule in self._rules for t in rule.triggers or ()}
-        self._sensitive = sorted({t for t in triggers if t not in _TRIGGER_CLASSES and not t.startswith("i:")})
-        self._insensitive = sorted({t[2:].lower() for t in triggers if t.startswith("i:")})
-        literals = sorted({*self._sensitive, *self._insensitive}, key=len, reverse=True)
-        classes = "|".join(f"(?P<{key}>{pattern})" for key, pattern in _TRIGGER_CLASSES.items())
-        literal_part = "|".join(re.escape(t) for t in literals)
-        self._trigger_re = re.compile(f"(?=(?P<lit>(?i:{literal_part})))|{classes}")
-        self._literal_keys_memo: dict[str, frozenset[str]] = {}
-
-    def _literal_keys(self, found: str) -> frozenset[str]:
-        keys = self._literal_keys_memo.get(found)
-        if keys is None:
-            lowered = found.lower()
-            keys = frozenset([t for t in self._sensitive if t in found]
-                             + ["i:" + t for t in self._insensitive if t in lowered]
-                             + [key for key, pattern in _TRIGGER_CLASSES.items() if re.search(pattern, found)])
-            if len(self._literal_keys_memo) < 4096:
-                self._literal_keys_memo[found] = keys
-        return keys
-
-    def _triggered(self, text: str) -> set[str]:
-        keys: set[str] = set()
-        for match in self._trigger_re.finditer(text):
-            kind = match.lastgroup
-            if kind == "lit":
-                keys |= self._literal_keys(match.group("lit"))
-            else:
-                keys.add(kind)
-        return keys
+    def _present(self, text: str) -> set[str]:
+        """The trigger keys present in ``text``; provider literals only when the gate is open."""
+        present = {key for key, char in _CHAR_CLASSES if char in text}
+        if _ANY_DIGIT.search(text):
+            present.add("DIGIT")
+        lowered = text.lower()
+        present.update("i:" + key for key in self._lower_literals if key in lowered)
+        present.update(key for key in self._plain_literals if key in text)
+        if _LONG_TOKEN.search(text) is not None:
+            present.update(key for key in self._gated_literals if key in text)
+        return present
 
     def _candidates(self, text: str) -> list[_Candidate]:
         if not text:
             return []
-        present = self._triggered(text) if self._prefilter else None
         found = []
-        for order, rule in enumerate(self._rules):
-            if present is not None and rule.triggers is not None and present.isdisjoint(rule.triggers):
+        if not self._prefilter:
+            for order, rule in self._all:
+                found.extend(_Candidate(start, end, rule, order) for start, end in rule.spans(text))
+            return found
+        present = self._present(text)
+        triggered = {pair for key in present for pair in self._by_key.get(key, ())}
+        for order, rule in sorted(triggered, key=_first) + self._always:
+            if rule.quick is not None and rule.quick.search(text) is None:
                 continue
-            found += [_Candidate(start, end, rule, order) for start, end in rule.spans(text)]
+            for start, end in rule.spans(text):
+                found.append(_Candidate(start, end, rule, order))
         return found
 
     @staticmethod
     def _resolve(candidates: list[_Candidate]) -> list[_Candidate]:
-        """Non-overlapping winners: secrets first, then the longest span, then the earliest rule."""
+        """Non-overlapping winners, in text order: secrets first, then the longest span, then the earliest rule.
+
+        O(n log n): the winners so far are kept sorted by start, so a candidate checks its two neighbours only.
+        """
+        if len(candidates) < 2:
+            return candidates
         chosen: list[_Candidate] = []
-        for cand in sorted(candidates, key=lambda c: (not c.rule.is_secret, c.start - c.end, c.order, c.start)):
-            if all(cand.end <= c.start or cand.start >= c.end for c in chosen):
-                chosen.append(cand)
-        return sorted(chosen, key=lambda c: c.start)
+        starts: list[int] = []
+        for cand in sorted(candidates, key=_precedence):
+            i = bisect.bisect_right(starts, cand.start)
+            if (i and chosen[i - 1].end > cand.start) or (i < len(chosen) and chosen[i].start < cand.end):
+                continue
+            starts.insert(i, cand.start)
+            chosen.insert(i, cand)
+        return chosen
 
     def _redact(self, text: str, pseudonyms: _Pseudonyms) -> tuple[str, list[PiiFinding]]:
         if not isinstance(text, str):
