@@ -4,7 +4,9 @@ The corpus lives in ``tests/privacy/pii_corpus/``: ``positives.jsonl`` has one
 ``{"text", "category", "value"}`` per line, ``value`` being the exact substring that
 must be redacted; ``negatives.jsonl`` has one ``{"text"}`` per line, hard cases on
 which nothing may be found (decorators, versions, hashes, UUIDs, dates, prose with
-"@" and "/", public URLs, code). Pure: needs no database.
+"@" and "/", public URLs, code). The corpus was written alongside the detector; a
+second batch of hard negatives was added and run before any fix for it. Every key,
+token and card number in it is a random fake. Pure: needs no database.
 """
 
 from __future__ import annotations
