@@ -43,8 +43,8 @@ def _selection(release, days: int, regions: int) -> np.ndarray:
 
 
 def _shown(release, days: int, regions: int) -> np.ndarray:
-    threshold = central.selection_threshold(Fraction(release.selection_scale), settings.PRIVACY["EMPTY_REGION_SURVIVAL"])
-    return _selection(release, days, regions) > threshold
+    survival = settings.PRIVACY["EMPTY_REGION_SURVIVAL"]
+    return _selection(release, days, regions) > central.selection_threshold(Fraction(release.selection_scale), survival)
 
 
 def _check_cells(cells, k):
