@@ -9,7 +9,9 @@ which stores it as JSON (:func:`event_to_json` / :func:`event_from_json`).
 
 A new mechanism is one class here: a frozen dataclass with a ``kind``, its
 ``to_dp_event()``, and ``pure_epsilon_micro`` (its ε if it is pure ε-DP,
-else None), registered with :func:`mechanism_event`.
+else None), registered with :func:`mechanism_event`. Several mechanisms run by
+one spend (a query's grid and its region selection) are one
+:class:`ComposedEvent` of their events.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ __all__ = [
     "DiscreteLaplaceEvent",
     "GaussianEvent",
     "PoissonSampledGaussianEvent",
+    "ComposedEvent",
     "mechanism_event",
     "event_to_json",
     "event_from_json",
@@ -160,8 +163,46 @@ class PoissonSampledGaussianEvent:
         return SelfComposedDpEvent(sampled, self.steps)
 
 
+@mechanism_event
+@dataclasses.dataclass(frozen=True)
+class ComposedEvent:
+    """Several mechanisms run on the same data by one spend, charged as one event.
+
+    ``parts`` are events (or their JSON, read back with :func:`event_from_json`).
+    Pure ε is Σ ε_i when every part is pure (basic composition, Dwork & Roth 2014,
+    Thm. 3.16); the PLD accountant composes the parts' own PLDs (``ComposedDpEvent``).
+    """
+
+    kind: ClassVar[str] = "composed"
+    parts: tuple
+
+    def __post_init__(self) -> None:
+        if isinstance(self.parts, (str, bytes, dict)) or not hasattr(self.parts, "__iter__"):
+            raise ValueError("parts must be a sequence of events")
+        parts = tuple(event_from_json(part) if isinstance(part, dict) else part for part in self.parts)
+        if not parts or not all(type(part) in _EVENT_KINDS.values() for part in parts):
+            raise ValueError("parts must be one or more registered mechanism events")
+        object.__setattr__(self, "parts", parts)
+
+    @property
+    def pure_epsilon_micro(self) -> int | None:
+        epsilons = [part.pure_epsilon_micro for part in self.parts]
+        return None if None in epsilons else sum(epsilons)
+
+    def to_dp_event(self) -> dp_accounting.DpEvent:
+        from dp_accounting.dp_event import ComposedDpEvent
+
+        return ComposedDpEvent([part.to_dp_event() for part in self.parts])
+
+    def json_fields(self) -> dict[str, Any]:
+        """Its parameters as JSON: each part's own JSON, kind included."""
+        return {"parts": [event_to_json(part) for part in self.parts]}
+
+
 def event_to_json(event: MechanismEvent) -> dict[str, Any]:
     """The event's kind and parameters; exact Decimals as strings (read back exactly)."""
+    if hasattr(event, "json_fields"):
+        return {"kind": event.kind, **event.json_fields()}
     fields = {name: str(value) if isinstance(value, Decimal) else value
               for name, value in dataclasses.asdict(event).items()}
     return {"kind": event.kind, **fields}

@@ -11,6 +11,7 @@ HTTPS settings default to production values; see docs/operations.md.
 import os
 import secrets
 from datetime import timedelta
+from fractions import Fraction
 from pathlib import Path
 
 import dj_database_url
@@ -195,13 +196,22 @@ PRIVACY = {
     "MAX_QUERY_EPSILON": "10",
     "DEFAULT_PARTITION_CAP_EPSILON": os.environ.get("DEFAULT_PARTITION_CAP_EPSILON", "50"),
     "APPROXIMATE_DELTA": "1e-6",
-    # A region is shown on its own only if its noisy n exceeds what an empty region's noise
-    # exceeds with this probability; the others merge into "other" (docs/privacy.md, "Coarsening").
+    # A region is shown on its own only if its noisy selection count exceeds what an empty region's
+    # noise exceeds with this probability; the others merge into "other" (docs/privacy.md, "Coarsening").
     "EMPTY_REGION_SURVIVAL": float(os.environ.get("EMPTY_REGION_SURVIVAL", "0.01")),
+    # Share of a region-grouped query's ε spent on the selection counts that decide which regions are
+    # shown (independent noise, so the merged "other" cell is unbiased); the grid gets the rest. Each
+    # release stores what it used (docs/privacy.md, "Coarsening"). An exact decimal in (0, 1).
+    "SELECTION_EPSILON_SHARE": os.environ.get("SELECTION_EPSILON_SHARE", "0.1"),
     "MAX_QUERY_DAYS": 90,
     # The region axis of query grids and of what ingest accepts; "" (no region) is always allowed.
     "REGIONS": [r for r in os.environ.get("PRIVACY_REGIONS", "").split(",") if r] or None,
 }
+try:
+    if not 0 < Fraction(PRIVACY["SELECTION_EPSILON_SHARE"]) < 1:
+        raise ValueError
+except (ValueError, ZeroDivisionError):
+    raise ImproperlyConfigured("SELECTION_EPSILON_SHARE must be a decimal strictly between 0 and 1.") from None
 
 # AES-256 key (64 hex digits) that seals each release's noise seed for audits.
 AUDIT_KEY = os.environ.get("AUDIT_KEY", "").strip() or _embedded_secret("audit_key")

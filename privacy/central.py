@@ -9,6 +9,12 @@ totals, debiasing, Norm-Sub, sum-preserving rounding, intervals.
 Grid layout: ``noisy`` has one row per cell and ``k`` columns of support
 counts; protocols other than k-RR add one column holding the cell's report
 count ``n``, because their supports do not sum to ``n``.
+
+A query grouped by region runs a second mechanism on the same cells: each
+cell's report count n plus its own discrete Laplace noise (the *selection
+count*), at a share of the query's ε. Which regions are shown is decided on
+the selection counts alone, so the noise of the grid, from which every
+released figure is estimated, is independent of which regions merge.
 """
 
 from __future__ import annotations
@@ -58,6 +64,20 @@ def add_noise(raw: np.ndarray, scale: Fraction, source: RandomSource) -> tuple[n
     return raw + noise, noise
 
 
+def release_noise(shape: tuple[int, int], scale: Fraction, selection_scale: Fraction | None,
+                  source: RandomSource) -> tuple[np.ndarray, np.ndarray | None]:
+    """(grid noise, selection noise or None) of one release, in the order its audit replays them.
+
+    First the grid's noise at ``scale``, row-major over the (cells, width)
+    ``shape``; then, for a release that selects regions, one noise at
+    ``selection_scale`` per cell, in cell order. Both come from ``source``
+    (the release's DRBG), so the seed re-derives both.
+    """
+    grid = discrete_laplace_array(scale, shape[0] * shape[1], source).reshape(shape)
+    selection = None if selection_scale is None else discrete_laplace_array(selection_scale, shape[0], source)
+    return grid, selection
+
+
 @dataclass
 class PostProcessed:
     reports: np.ndarray  # (cells,) int64, rounded non-negative n̂
@@ -66,14 +86,15 @@ class PostProcessed:
     variance: np.ndarray  # (cells, k) float, LDP + central noise variance of `unbiased`
 
 
-def noisy_n(oracle: FrequencyOracle, noisy: np.ndarray) -> np.ndarray:
-    """The noisy report count of every row of ``noisy`` (..., width): k-RR's sum of counts, else the n column."""
-    return noisy[..., oracle.k] if counts_n_separately(oracle) else noisy.sum(axis=-1)
+def report_counts(oracle: FrequencyOracle, grid: np.ndarray) -> np.ndarray:
+    """The report count n of every row of a raw or noisy ``grid`` (..., width): k-RR's sum of counts, else
+    the n column."""
+    return grid[..., oracle.k] if counts_n_separately(oracle) else grid.sum(axis=-1)
 
 
 def debias(oracle: FrequencyOracle, noisy: np.ndarray) -> np.ndarray:
     """Unbiased counts of every cell from its noisy support counts and noisy n."""
-    return oracle.estimate(noisy[:, : oracle.k], noisy_n(oracle, noisy))
+    return oracle.estimate(noisy[:, : oracle.k], report_counts(oracle, noisy))
 
 
 def central_variance(oracle: FrequencyOracle, scale: Fraction) -> float:
@@ -107,7 +128,7 @@ def post_process(oracle: FrequencyOracle, noisy: np.ndarray, scale: Fraction,
     whose central noise variances add up.
     """
     unbiased = debias(oracle, noisy)
-    reports = np.maximum(np.rint(noisy_n(oracle, noisy)), 0).astype(np.int64)
+    reports = np.maximum(np.rint(report_counts(oracle, noisy)), 0).astype(np.int64)
     consistent = norm_sub_rows(unbiased, reports.astype(np.float64))
     counts = round_rows_preserving_sums(consistent, reports)
     terms = np.asarray(noise_terms, dtype=np.float64)
@@ -170,12 +191,53 @@ def survival_threshold(terms: int, scale: Fraction, survival: float) -> int:
 
 
 def shown_regions(oracle: FrequencyOracle, noisy: np.ndarray, scale: Fraction, survival: float) -> np.ndarray:
-    """(days, regions) mask of the regions shown on their own: noisy n above :func:`empty_cell_threshold`.
+    """(days, regions) mask of the regions shown on their own by releases without selection counts
+    (made before them): the grid's own noisy n above :func:`empty_cell_threshold`.
 
     ``noisy`` is the (days, regions, width) grid of noisy counts; the decision
-    uses noisy values and public parameters only (post-processing).
+    uses noisy values and public parameters only (post-processing). The same
+    noise then sits in the merged sum, which biases it (docs/privacy.md,
+    "Coarsening"); releases with selection counts use :func:`selected_regions`.
     """
-    return noisy_n(oracle, noisy) > empty_cell_threshold(oracle, scale, survival)
+    return report_counts(oracle, noisy) > empty_cell_threshold(oracle, scale, survival)
+
+
+def selection_epsilon_micro(epsilon_micro: int, share: Fraction) -> int:
+    """µε of a region-grouped query's selection counts: ``share`` of its ε, floored, at least 1 µε.
+
+    The grid keeps the rest (at least 1 µε), so ``epsilon_micro`` must be >= 2.
+    """
+    if not 0 < share < 1 or epsilon_micro < 2:
+        raise ValueError("share must be in (0, 1) and epsilon_micro >= 2")
+    return min(max(1, math.floor(share * epsilon_micro)), epsilon_micro - 1)
+
+
+def selection_threshold(scale: Fraction, survival: float) -> int:
+    """The least tau >= 0 with P(Z > tau) <= ``survival`` for one discrete Laplace Z of ``scale``.
+
+    P(Z > tau) = r^{tau+1}/(1+r), r = e^{-1/scale} (laplace_sum_survival with one
+    term), so tau = ceil(scale ln(1/(survival (1+r)))) - 1, corrected by one step
+    either way for float rounding. Public parameters only.
+    """
+    if not 0.0 < survival < 0.5:
+        raise ValueError("survival must be in (0, 0.5)")
+    t = float(scale)
+    tau = max(0, math.ceil(t * -math.log(survival * (1 + math.exp(-1 / t)))) - 1)
+    while laplace_sum_survival(1, scale, tau) > survival:
+        tau += 1
+    while tau > 0 and laplace_sum_survival(1, scale, tau - 1) <= survival:
+        tau -= 1
+    return tau
+
+
+def selected_regions(selection: np.ndarray, selection_scale: Fraction, survival: float) -> np.ndarray:
+    """Mask of the regions shown on their own: selection count above :func:`selection_threshold`.
+
+    ``selection`` holds each (day, region) cell's noisy selection count: its
+    report count plus its own discrete Laplace noise, drawn independently of the
+    grid's. An empty region is shown with probability at most ``survival``.
+    """
+    return selection > selection_threshold(Fraction(selection_scale), float(survival))
 
 
 @dataclass
@@ -194,6 +256,9 @@ def coarsen(noisy: np.ndarray, shown: np.ndarray) -> Coarsened:
     The merged row is then post-processed as one cell (:func:`post_process`),
     so its estimate is the debiased sum (not a sum of per-region values already
     clipped and rounded) and its variance adds one central noise per merged cell.
+    When ``shown`` is decided by noise independent of ``noisy`` (selection
+    counts), each merged noise still has mean 0 given the selection, so the
+    merged estimate is unbiased for the merged regions' true total.
     """
     days, regions, width = noisy.shape
     merged = ~shown

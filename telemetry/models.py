@@ -181,6 +181,11 @@ class Release(models.Model):
     Raw counts are never stored here. ``sealed_seed`` is the DRBG seed that
     drew the noise, AES-GCM-sealed under the audit key; with it and the counts
     of ``data_epoch`` an admin re-derives the noise and recounts the raw data.
+
+    A query grouped by region also stores ``selection_counts`` (each cell's
+    report count plus independent noise of ``selection_scale``, drawn after the
+    grid's noise from the same seed), which decide the regions shown. The ε split
+    is fixed by the two scales, so re-rendering never reads today's settings for it.
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4)
@@ -195,6 +200,10 @@ class Release(models.Model):
     data_epoch = models.BigIntegerField(null=True, help_text="The roll-up epoch whose counts were noised; "
                                         "null for releases made before epochs existed.")
     noisy_counts = models.BinaryField()
+    selection_scale = models.CharField(max_length=64, null=True, help_text="Discrete Laplace scale m/ε_sel of the "
+                                       "selection counts as 'num/den'; null when the release selects no regions.")
+    selection_counts = models.BinaryField(null=True, help_text="Each grid cell's report count plus its selection "
+                                          "noise, packed like noisy_counts; null with selection_scale.")
     sealed_seed = models.BinaryField()
     confidence = models.FloatField(default=0.95)
     simultaneous = models.BooleanField(default=False)

@@ -3,7 +3,9 @@
 Unseal the DRBG seed with the audit key, re-derive the exact noise, recount the
 raw grid as of the release's roll-up epoch (from the append-only count deltas,
 not the current totals), and check that every stored noisy count equals raw +
-noise and that the released values follow from the noisy counts. The API shows
+noise (and, for a release grouped by region, that every stored selection count equals
+the cell's raw report count + its selection noise, drawn after the grid's) and that the
+released values follow from the noisy counts. The API shows
 only the verdicts (:func:`verification`); raw counts and noise are shown by the
 operator's command alone (:func:`operator_cells`), run by whoever holds the
 audit key and the database.
@@ -60,10 +62,19 @@ def _raw_counts(release: Release, spec, query) -> np.ndarray:
     return build_grid(spec, query, tuple(release.regions), rows)
 
 
+#: The column of a replayed cell holding its selection count (releases grouped by region).
+SELECTION_COLUMN = "selection"
+
+
 @dataclass(frozen=True)
 class Replay:
     """A release re-derived from stored data: raw counts, exact noise, the stored noisy counts, and
-    whether the released data follows from them."""
+    whether the released data follows from them.
+
+    One row per grid cell, one column per stored count: the grid's, then, for a
+    release with selection counts, the cell's report count n, its selection noise
+    and its stored selection count in the last column (``SELECTION_COLUMN``).
+    """
 
     release: Release
     days: list
@@ -86,16 +97,28 @@ def replay_release(release_id) -> Replay:
     query = query_of_release(release, spec)
     seed = _open_seed(release)
     raw = _raw_counts(release, spec, query)
-    noise = central.add_noise(np.zeros_like(raw), Fraction(release.noise_scale), DRBG(seed))[1]
-    try:
-        noisy = unpack_counts(release.noisy_counts, raw.size).reshape(raw.shape)
-    except ValueError as error:
-        raise ApiError("audit_counts_unreadable", f"The stored noisy counts do not decode for this release's grid "
-                       f"({error}): they were altered or written in another format.", http_status=409)
-    days, regions = grid_axes(query, tuple(release.regions))
+    selection_scale = None if release.selection_scale is None else Fraction(release.selection_scale)
+    # The draw order of central.release_noise: the grid's noise, then the selection noise.
+    noise, selection_noise = central.release_noise(raw.shape, Fraction(release.noise_scale), selection_scale,
+                                                   DRBG(seed))
+    noisy = _unpacked(release.noisy_counts, raw.size, "noisy counts").reshape(raw.shape)
     columns = list(spec.domain) + (["n"] if central.counts_n_separately(spec.oracle) else [])
+    if selection_noise is not None:
+        selection = _unpacked(release.selection_counts, len(raw), "selection counts")
+        raw = np.column_stack([raw, central.report_counts(spec.oracle, raw)])
+        noise, noisy = np.column_stack([noise, selection_noise]), np.column_stack([noisy, selection])
+        columns.append(SELECTION_COLUMN)
+    days, regions = grid_axes(query, tuple(release.regions))
     # Post-processing is deterministic: the stored noisy counts must re-render to exactly what was released.
     return Replay(release, days, regions, columns, raw, noise, noisy, postprocessing_verified(release, spec))
+
+
+def _unpacked(blob, size: int, what: str) -> np.ndarray:
+    try:
+        return unpack_counts(blob if blob is not None else b"", size)
+    except ValueError as error:
+        raise ApiError("audit_counts_unreadable", f"The stored {what} do not decode for this release's grid "
+                       f"({error}): they were altered or written in another format.", http_status=409)
 
 
 def _cell_labels(replay: Replay) -> list[dict]:
@@ -117,6 +140,9 @@ def verification(replay: Replay, data_version: str | None) -> dict:
         "seal_verified": True,
         "released_digest": release.released_digest,
         "noisy_counts_digest": hashlib.sha256(bytes(release.noisy_counts)).hexdigest(),
+        "selection_scale": release.selection_scale,
+        "selection_counts_digest": None if release.selection_counts is None
+        else hashlib.sha256(bytes(release.selection_counts)).hexdigest(),
         "cells_checked": int(verified.size),
         "noise_verified": bool(verified.all()),
         "postprocessing_verified": replay.postprocessing_verified,

@@ -1,7 +1,7 @@
 """Post-processing of a release's stored noisy counts into its released cells (deterministic, free).
 
-Coarsen regions whose noisy n is within the noise of an empty region into one
-"other" row per day (the sum of their noisy raw counts), then debias -> Norm-Sub
+Coarsen regions whose noisy selection count is within the noise of an empty region
+into one "other" row per day (the sum of their noisy raw counts), then debias -> Norm-Sub
 -> round every released row and give its interval (privacy.central). Re-running
 it on the same stored counts gives the same cells, which is what the audit checks.
 """
@@ -36,6 +36,28 @@ def _stored_noisy_grid(release: Release, days: int, regions: int, width: int) ->
                        f"({error}); ask again with fresh: true for a new, paid answer.", http_status=409)
 
 
+def _stored_selection(release: Release, days: int, regions: int) -> np.ndarray:
+    """The stored selection counts as a (days, regions) grid."""
+    try:
+        return unpack_counts(release.selection_counts, days * regions).reshape(days, regions)
+    except ValueError as error:
+        raise ApiError("release_unreadable", f"The stored selection counts of release {release.id} do not decode "
+                       f"({error}); ask again with fresh: true for a new, paid answer.", http_status=409)
+
+
+def _shown_regions(release: Release, spec: MetricSpec, noisy: np.ndarray) -> np.ndarray:
+    """(days, regions) mask of the regions shown on their own.
+
+    On the release's selection counts (their own noise) when it has them; releases
+    made before them decided on the grid's noisy n, and are re-rendered that way.
+    """
+    survival = settings.PRIVACY["EMPTY_REGION_SURVIVAL"]
+    if release.selection_scale is None:
+        return central.shown_regions(spec.oracle, noisy, Fraction(release.noise_scale), survival)
+    selection = _stored_selection(release, *noisy.shape[:2])
+    return central.selected_regions(selection, Fraction(release.selection_scale), survival)
+
+
 def _labels_of_cells(labels: list[str] | None, index: np.ndarray) -> list[str] | None:
     return None if labels is None else np.array(labels, dtype=object)[index].tolist()
 
@@ -45,17 +67,17 @@ def released_data(release: Release, spec: MetricSpec, presentation: Presentation
 
     Cells are columnar: ``counts``, ``unbiased``, ``ci_low`` and ``ci_high`` list
     one entry per value of the metric's domain, in its order. When grouped by
-    region, a region is shown only if its noisy n exceeds the level that an
-    empty region's noise passes with probability EMPTY_REGION_SURVIVAL; each
-    day's other regions are merged into one "other" cell after its shown ones.
+    region, a region is shown only if its noisy selection count exceeds the level
+    that an empty region's selection noise passes with probability
+    EMPTY_REGION_SURVIVAL; each day's other regions are merged into one "other"
+    cell after its shown ones, estimated from their summed noisy grid counts.
     """
     query = query_of_release(release, spec)
     days, regions = grid_axes(query, tuple(release.regions))
     scale = Fraction(release.noise_scale)
     noisy = _stored_noisy_grid(release, len(days), len(regions), central.grid_width(spec.oracle))
     by_region = "region" in query.group_by
-    shown = central.shown_regions(spec.oracle, noisy, scale, settings.PRIVACY["EMPTY_REGION_SURVIVAL"]) \
-        if by_region else np.ones(noisy.shape[:2], dtype=bool)
+    shown = _shown_regions(release, spec, noisy) if by_region else np.ones(noisy.shape[:2], dtype=bool)
     cells = central.coarsen(noisy, shown)
     processed = central.post_process(spec.oracle, cells.rows, scale, cells.noise_terms)
     low, high = central.intervals(processed.unbiased, processed.variance,

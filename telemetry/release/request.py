@@ -7,10 +7,11 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import date, timedelta
+from fractions import Fraction
 
 from django.conf import settings
 
-from accounting.events import DiscreteLaplaceEvent
+from accounting.events import ComposedEvent, DiscreteLaplaceEvent
 from accounting.selectors import utc_today
 from deploy.api.errors import ApiError
 from deploy.api.parsing import object_body, parse_epsilon_micro
@@ -55,10 +56,32 @@ class CanonicalQuery:
     def days(self) -> list[date]:
         return days_between(self.start, self.end)
 
-    def mechanism(self, spec: MetricSpec) -> DiscreteLaplaceEvent:
-        """The mechanism event of this query: discrete Laplace at its ε, with the metric's L1 sensitivity."""
-        return DiscreteLaplaceEvent(from_micro(self.epsilon_micro),
-                                    central.l1_sensitivity(spec.oracle, spec.contribution_bound))
+    @property
+    def selects_regions(self) -> bool:
+        """Whether the release decides which regions to show (on selection counts of their own)."""
+        return "region" in self.group_by
+
+    def mechanism(self, spec: MetricSpec) -> DiscreteLaplaceEvent | ComposedEvent:
+        """The mechanism event of this query: what is charged, and what sets its noise scales.
+
+        Discrete Laplace on the grid at the query's ε with the metric's L1 sensitivity Δ. A query
+        grouped by region is two mechanisms on the same data, one composed event: the grid at
+        ε_main = ε - ε_sel (sensitivity Δ), then each cell's report count at ε_sel, the
+        SELECTION_EPSILON_SHARE of ε (sensitivity m: one client-day adds at most m reports).
+        """
+        grid_sensitivity = central.l1_sensitivity(spec.oracle, spec.contribution_bound)
+        if not self.selects_regions:
+            return DiscreteLaplaceEvent(from_micro(self.epsilon_micro), grid_sensitivity)
+        share = Fraction(settings.PRIVACY["SELECTION_EPSILON_SHARE"])
+        selection_micro = central.selection_epsilon_micro(self.epsilon_micro, share)
+        return ComposedEvent((DiscreteLaplaceEvent(from_micro(self.epsilon_micro - selection_micro), grid_sensitivity),
+                              DiscreteLaplaceEvent(from_micro(selection_micro), spec.contribution_bound)))
+
+
+def grid_and_selection(event: DiscreteLaplaceEvent | ComposedEvent) -> tuple[DiscreteLaplaceEvent,
+                                                                              DiscreteLaplaceEvent | None]:
+    """(the grid's event, the selection counts' event or None) of a query's :meth:`CanonicalQuery.mechanism`."""
+    return tuple(event.parts) if isinstance(event, ComposedEvent) else (event, None)
 
 
 @dataclass(frozen=True)
@@ -154,6 +177,9 @@ def parse_query_request(data) -> QueryRequest:
     if not isinstance(fresh, bool):
         raise ApiError("invalid_fresh", "fresh must be true or false.")
     query = CanonicalQuery(spec.name, spec.version, start, end, _parse_group_by(data.get("group_by")), epsilon_micro)
+    if query.selects_regions and epsilon_micro < 2:
+        raise ApiError("invalid_epsilon", "A query grouped by region splits its epsilon between the counts and the "
+                       "region selection: it needs at least 0.000002.", field="epsilon")
     return QueryRequest(query, spec, _parse_presentation(data), fresh)
 
 

@@ -63,6 +63,7 @@ def release_json(release: Release, ledger_entry_ids: list[int], data_version: st
         "epsilon": float(from_micro(release.epsilon_micro)),
         "sensitivity": release.sensitivity,
         "noise_scale": release.noise_scale,
+        "selection_scale": release.selection_scale,
         "data_version": data_version,
         "created_at": release.created_at.isoformat(),
         "ledger_entries": ledger_entry_ids,

@@ -2,7 +2,9 @@
 
 One transaction: charge the query's mechanism event -> raw counts of the latest roll-up
 on the data-independent grid -> exact discrete Laplace from a fresh DRBG seed at the
-event's scale -> Release row with the sealed seed, the roll-up epoch and the ledger entry.
+event's scale (for a query grouped by region, then each cell's report count with its own
+noise at the selection scale: one composed event) -> Release row with the sealed seed, the
+roll-up epoch and the ledger entry.
 Then post-processing of the noisy counts only. Queries never run or wait for a roll-up,
 so their latency does not depend on how much data is waiting to be rolled up.
 """
@@ -14,7 +16,7 @@ import uuid
 from django.conf import settings
 from django.db import transaction
 
-from accounting.events import DiscreteLaplaceEvent
+from accounting.events import MechanismEvent
 from accounting.selectors import budget_status, charges_for, resets_at, user_spender
 from accounting.services import ledger
 from accounting.types import Partition, Subject
@@ -30,7 +32,7 @@ from telemetry.regions import region_axis
 from telemetry.release.codec import pack_counts
 from telemetry.release.grid import build_grid
 from telemetry.release.postprocess import released_data
-from telemetry.release.request import CanonicalQuery, QueryRequest
+from telemetry.release.request import CanonicalQuery, QueryRequest, grid_and_selection
 from telemetry.release.responses import privacy_json, query_response
 
 
@@ -39,7 +41,7 @@ def _lock_query(query: CanonicalQuery) -> None:
     advisory_xact_lock(int(query.key[:15], 16))
 
 
-def _charge(user, request: QueryRequest, event: DiscreteLaplaceEvent, release_id: uuid.UUID) -> ledger.Charge:
+def _charge(user, request: QueryRequest, event: MechanismEvent, release_id: uuid.UUID) -> ledger.Charge:
     query, spec = request.query, request.spec
     partitions = [Partition(partition_scope(spec.id), day.isoformat()) for day in query.days()]
     try:
@@ -54,17 +56,22 @@ def _new_release(user, request: QueryRequest) -> tuple[Release, ledger.Charge]:
     """Charge, count, noise and store a release; inside the caller's transaction."""
     query, spec = request.query, request.spec
     release_id = uuid.uuid4()
-    event = query.mechanism(spec)  # the one event: what is charged is what sets the noise scale
+    event = query.mechanism(spec)  # the one event: what is charged is what sets the noise scales
+    grid, selection = grid_and_selection(event)
     paid = _charge(user, request, event, release_id)
     regions = region_axis()
     observed = selectors.observed_rows(spec, query.start, query.end)  # the latest roll-up, in one snapshot
     raw = build_grid(spec, query, regions, observed)
     seed = new_seed()
-    noisy, _ = central.add_noise(raw, event.scale, DRBG(seed))
+    selection_scale = None if selection is None else selection.scale
+    noise, selection_noise = central.release_noise(raw.shape, grid.scale, selection_scale, DRBG(seed))
+    selection_counts = None if selection is None else \
+        pack_counts(central.report_counts(spec.oracle, raw) + selection_noise)
     release = Release(
         id=release_id, analyst=user, metric_id=spec.id, query=query.as_json(), query_key=query.key,
-        epsilon_micro=query.epsilon_micro, sensitivity=event.sensitivity, noise_scale=str(event.scale),
-        regions=list(regions), data_epoch=observed.epoch, noisy_counts=pack_counts(noisy),
+        epsilon_micro=query.epsilon_micro, sensitivity=grid.sensitivity, noise_scale=str(grid.scale),
+        selection_scale=None if selection is None else str(selection_scale), selection_counts=selection_counts,
+        regions=list(regions), data_epoch=observed.epoch, noisy_counts=pack_counts(raw + noise),
         confidence=request.presentation.confidence, simultaneous=request.presentation.simultaneous,
         sealed_seed=seal(parse_key(settings.AUDIT_KEY), seed, release_id.bytes),
     )

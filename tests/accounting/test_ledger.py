@@ -1,21 +1,27 @@
 """The one ledger: any mechanism event, any spender, partitions and subjects.
 
 A new mechanism is one event class: these tests charge a Poisson-subsampled
-Gaussian (DP-SGD) and a discrete Laplace (a query) to one spender and check the
-composed ε against dp-accounting's own PLD accountant, computed independently.
+Gaussian (DP-SGD), a discrete Laplace (a query) and a composed event (a query
+grouped by region: its grid and its selection counts) to one spender and check
+the composed ε against dp-accounting's own PLD accountant, computed independently.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 from django.db import transaction
+from django.db.models import Sum
 from dp_accounting import dp_event
 from dp_accounting.pld import pld_privacy_accountant
 
+from accounting.accountants import PLDAccountant, PureDPAccountant, pld_epsilon
 from accounting.events import (
+    ComposedEvent,
     DiscreteLaplaceEvent,
     GaussianEvent,
     PoissonSampledGaussianEvent,
@@ -34,6 +40,8 @@ pytestmark = pytest.mark.django_db
 DELTA = Decimal("1e-5")
 TRAINING = PoissonSampledGaussianEvent(noise_multiplier=1.1, sampling_probability=0.01, steps=500)
 QUERY = DiscreteLaplaceEvent("0.5", sensitivity=2)
+# A query grouped by region at ε = 1: the grid at 0.9 (Δ = 3), the selection counts at 0.1 (m = 1).
+REGION_QUERY = ComposedEvent((DiscreteLaplaceEvent("0.9", sensitivity=3), DiscreteLaplaceEvent("0.1", sensitivity=1)))
 
 
 def _approximate(daily: str = "10") -> EffectivePolicy:
@@ -126,15 +134,61 @@ def test_charge_refuses_to_run_outside_a_transaction():
         charge(spender=Spender("user:5", None), event=QUERY, partitions=[], subject=Subject("test", "x"))
 
 
-@pytest.mark.parametrize("event", [QUERY, GaussianEvent(0.8), TRAINING])
+@pytest.mark.parametrize("event", [QUERY, GaussianEvent(0.8), TRAINING, REGION_QUERY,
+                                   ComposedEvent((TRAINING, REGION_QUERY))])
 def test_events_read_back_from_their_json(event):
-    assert event_from_json(event_to_json(event)) == event
+    assert event_from_json(json.loads(json.dumps(event_to_json(event)))) == event
+
+
+def test_a_composed_event_is_its_parts_in_json_and_in_the_ledger():
+    assert event_to_json(REGION_QUERY) == {"kind": "composed", "parts": [
+        {"kind": "discrete_laplace", "epsilon": "0.9", "sensitivity": 3},
+        {"kind": "discrete_laplace", "epsilon": "0.1", "sensitivity": 1}]}
+    assert [part.scale for part in REGION_QUERY.parts] == [Fraction(10, 3), Fraction(10)]
+    _charge(Spender("user:8", None), REGION_QUERY)
+    assert event_from_json(LedgerEntry.objects.get().event) == REGION_QUERY
+    assert day_events("user:8", utc_today()) == [REGION_QUERY]
+
+
+def test_the_pure_accountant_sums_a_composed_event_s_parts():
+    """Basic composition: ε = 0.9 + 0.1, charged exactly; a part without pure ε makes the whole impure."""
+    assert REGION_QUERY.pure_epsilon_micro == 1_000_000
+    assert PureDPAccountant().spent([REGION_QUERY, REGION_QUERY, QUERY]) == Decimal("2.5")
+    assert ComposedEvent((QUERY, GaussianEvent(1.0))).pure_epsilon_micro is None
+    spender = Spender("user:9", EffectivePolicy(to_micro("2.5"), "pure", Decimal(0), "analyst"))
+    _charge(spender, REGION_QUERY, subject_id="r1")
+    _charge(spender, REGION_QUERY, subject_id="r2")
+    assert spent_micro(spender, utc_today()) == 2_000_000 == LedgerEntry.objects.aggregate(s=Sum("epsilon_micro"))["s"]
+    with pytest.raises(ApiError) as refused:  # 3.0 > 2.5
+        _charge(spender, REGION_QUERY, subject_id="r3")
+    assert refused.value.code == "budget_exhausted"
+
+
+def test_the_pld_of_a_composed_event_is_dp_accounting_s_of_its_parts_computed_independently():
+    parts = (dp_event.DiscreteLaplaceDpEvent(noise_parameter=0.9, sensitivity=1),
+             dp_event.DiscreteLaplaceDpEvent(noise_parameter=0.1, sensitivity=1))
+    assert REGION_QUERY.to_dp_event() == dp_event.ComposedDpEvent(list(parts))
+    one = _dp_accounting_epsilon(*parts)
+    assert pld_epsilon([REGION_QUERY], DELTA) == pytest.approx(one, rel=1e-9)
+    three = _dp_accounting_epsilon(*parts * 3)
+    assert pld_epsilon([REGION_QUERY] * 3, DELTA) == pytest.approx(three, rel=1e-9)
+    # charged to one spender next to a training job: the ledger's figure is dp-accounting's composition
+    spender = Spender("user:10", _approximate())
+    _charge(spender, TRAINING, subject_id="job-1")
+    _charge(spender, REGION_QUERY, subject_id="release-1")
+    independent = _dp_accounting_epsilon(
+        dp_event.SelfComposedDpEvent(dp_event.PoissonSampledDpEvent(0.01, dp_event.GaussianDpEvent(1.1)), 500),
+        *parts)
+    assert spent_micro(spender, utc_today()) == math.ceil(independent * MICRO_PER_EPSILON)
+    assert PLDAccountant(DELTA).spent_micro([REGION_QUERY]) <= 1_000_000  # never more than basic composition
 
 
 @pytest.mark.parametrize("data", [{"kind": "nope"}, {"kind": "gaussian", "noise_multiplier": -1},
                                   {"kind": "poisson_sampled_gaussian", "noise_multiplier": 1,
                                    "sampling_probability": 1.5, "steps": 3},
-                                  {"kind": "discrete_laplace", "epsilon": "0.0000001"}])
+                                  {"kind": "discrete_laplace", "epsilon": "0.0000001"},
+                                  {"kind": "composed", "parts": []}, {"kind": "composed", "parts": [{"kind": "nope"}]},
+                                  {"kind": "composed", "parts": "discrete_laplace"}])
 def test_bad_event_json_is_refused(data):
     with pytest.raises((ValueError, TypeError)):
         event_from_json(data)

@@ -126,6 +126,49 @@ def test_add_noise_replays_from_the_seed():
     assert np.any(noise != 0)  # P(all 24 draws are 0) = ((1 - e^-2/3) / (1 + e^-2/3))^24 < 1e-14
 
 
+def test_release_noise_draws_the_grid_then_the_selection_from_one_stream():
+    """The documented order the audit replays: the grid's noise row-major, then one selection noise per
+    cell; without selection it is exactly add_noise's draw (older releases replay unchanged)."""
+    seed, shape = bytes(range(32)), (6, 4)
+    grid, selection = central.release_noise(shape, Fraction(3, 2), Fraction(10), DRBG(seed))
+    source = DRBG(seed)
+    _, grid_alone = central.add_noise(np.zeros(shape, dtype=np.int64), Fraction(3, 2), source)
+    _, selection_after = central.add_noise(np.zeros(6, dtype=np.int64), Fraction(10), source)
+    assert np.array_equal(grid, grid_alone) and np.array_equal(selection, selection_after)
+    assert selection.shape == (6,) and np.any(selection != 0)  # P(six zeros at t = 10) < 1e-11
+    only_grid, none = central.release_noise(shape, Fraction(3, 2), None, DRBG(seed))
+    assert none is None and np.array_equal(only_grid, grid)
+
+
+def test_the_selection_epsilon_is_the_share_floored_and_leaves_the_grid_at_least_one_micro_epsilon():
+    assert central.selection_epsilon_micro(1_000_000, Fraction(1, 10)) == 100_000
+    assert central.selection_epsilon_micro(333_333, Fraction(1, 10)) == 33_333  # floored: never above the share
+    assert central.selection_epsilon_micro(5, Fraction(1, 10)) == 1  # at least 1 µε
+    assert central.selection_epsilon_micro(2, Fraction(9, 10)) == 1  # the grid keeps at least 1 µε
+    for bad in ((1, Fraction(1, 10)), (10, Fraction(0)), (10, Fraction(1))):
+        with pytest.raises(ValueError):
+            central.selection_epsilon_micro(*bad)
+
+
+@pytest.mark.parametrize("scale", [Fraction(1, 3), Fraction(1), Fraction(2), Fraction(10), Fraction(40, 9),
+                                   Fraction(10**6)])
+@pytest.mark.parametrize("survival", [0.01, 0.001, 0.2])
+def test_the_selection_cut_off_is_the_least_that_one_empty_selection_noise_passes_at_the_rate(scale, survival):
+    """The closed form is the least tau with P(Z > tau) <= survival for one discrete Laplace Z, the same as
+    the exact tail's bisection (survival_threshold with one term)."""
+    tau = central.selection_threshold(scale, survival)
+    assert tau == central.survival_threshold(1, scale, survival)
+    assert central.laplace_sum_survival(1, scale, tau) <= survival
+    assert tau == 0 or central.laplace_sum_survival(1, scale, tau - 1) > survival
+
+
+def test_regions_are_selected_on_their_selection_counts_only():
+    selection = np.array([[39, 40, -3], [0, 100, 41]])
+    assert central.selection_threshold(Fraction(10), 0.01) == 39  # ε_sel = 0.1, m = 1: t = 10
+    assert central.selected_regions(selection, Fraction(10), 0.01).tolist() == [[False, True, False],
+                                                                                [False, True, True]]
+
+
 # --- debiasing ------------------------------------------------------------------------------------
 
 

@@ -1,5 +1,6 @@
-"""The audit trail: a release replays exactly (noise and post-processing), tampering is caught,
-reports that arrive later do not disturb a replay, the ledger is insert-only."""
+"""The audit trail: a release replays exactly (noise, selection counts and post-processing), tampering is
+caught, reports that arrive later do not disturb a replay, changing the ε share does not change an old
+release, the ledger is insert-only."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from privacy.drbg import DRBG
 from privacy.sealing import parse_key, unseal
 from telemetry.models import Release
 from telemetry.release.audit import operator_cells, replay_release
-from telemetry.release.codec import pack_counts
+from telemetry.release.codec import pack_counts, unpack_counts
 from telemetry.release.released import released_digest
 from telemetry.rollup import advance_rollup
 
@@ -28,6 +29,11 @@ pytestmark = pytest.mark.django_db
 
 def _verify(q, admin_token, release_id, raise_errors=True):
     return q.client(admin_token, raise_errors=raise_errors).post(f"/api/v1/releases/{release_id}/verify")
+
+
+def _selection(release) -> np.ndarray:
+    """The release's stored selection counts, one per grid cell."""
+    return unpack_counts(bytes(release.selection_counts), len(release.regions) * 2)
 
 
 def _krr_release(q, user, metric):
@@ -50,17 +56,23 @@ def test_krr_release_replays_exactly(q, analyst, admin, color):
     assert report["seal_verified"] is True
     assert report["release_id"] == str(release.id) and report["data_version"] == result["release"]["data_version"]
     assert report["cells_checked"] == 6 and len(report["cells"]) == 6
-    assert report["sensitivity"] == 1 and Fraction(report["noise_scale"]) == 2
+    # ε = 0.5 grouped by region: the grid at 0.45 (t = Δ/0.45 = 20/9), the selection counts at 0.05 (t = m/0.05)
+    assert report["sensitivity"] == 1 and Fraction(report["noise_scale"]) == Fraction(20, 9)
+    assert Fraction(report["selection_scale"]) == 20 and report["epsilon"] == 0.5
     assert [(c["day"], c["region"], c["verified"]) for c in report["cells"]] == [
         (day.isoformat(), region, True) for day in (q.day(-2), q.day(-1)) for region in q.axis]
     # the digests pin the released data the analyst got and the stored noisy counts
     assert report["released_digest"] == release.released_digest == released_digest(result["data"])
     assert report["noisy_counts_digest"] == hashlib.sha256(bytes(release.noisy_counts)).hexdigest()
-    # the operator's replay (audit key + database) shows the raw counts: the recount is what was stored
+    assert report["selection_counts_digest"] == hashlib.sha256(bytes(release.selection_counts)).hexdigest()
+    # the operator's replay (audit key + database) shows the raw counts: the recount is what was stored,
+    # and each cell's last column is its report count, selection noise and stored selection count
     replay = replay_release(release.id)
-    assert (replay.raw == expected).all()
+    assert replay.columns == ["red", "green", "blue", "selection"]
+    assert (replay.raw[:, :3] == expected).all() and (replay.raw[:, 3] == expected.sum(axis=1)).all()
     assert (replay.noisy == replay.raw + replay.noise).all()
-    assert (replay.noisy.reshape(-1) == q.noisy(release)).all()
+    assert (replay.noisy[:, :3].reshape(-1) == q.noisy(release)).all()
+    assert (replay.noisy[:, 3] == _selection(release)).all()
 
 
 def test_verify_over_the_api_reveals_no_raw_count_noise_or_noisy_count(q, analyst, admin, color):
@@ -69,8 +81,8 @@ def test_verify_over_the_api_reveals_no_raw_count_noise_or_noisy_count(q, analys
     release, expected, _ = _krr_release(q, user, color)
     report = _verify(q, admin[1], release.id).json()
     assert set(report) == {"release_id", "data_version", "noise_scale", "sensitivity", "epsilon", "seal_verified",
-                           "released_digest", "noisy_counts_digest", "cells_checked", "noise_verified",
-                           "postprocessing_verified", "cells"}
+                           "released_digest", "noisy_counts_digest", "selection_scale", "selection_counts_digest",
+                           "cells_checked", "noise_verified", "postprocessing_verified", "cells"}
     assert all(set(cell) == {"day", "region", "verified"} for cell in report["cells"])
     assert all(isinstance(cell["verified"], bool) for cell in report["cells"])
 
@@ -112,9 +124,44 @@ def test_non_krr_release_replays_exactly(q, analyst, admin, protocol, k):
     for cell in cells:
         day = q.day(-3) if cell["day"] == d1.isoformat() else q.day(-2)
         n, support = supports.get((day, cell["region"]), (0, np.zeros(k, dtype=np.int64)))
-        assert cell["columns"][-1] == "n"
-        assert cell["raw"] == [*support.tolist(), n], cell
+        assert cell["columns"][-2:] == ["n", "selection"]
+        assert cell["raw"] == [*support.tolist(), n, n], cell  # the selection count's raw value is n too
         assert cell["verified"] is True
+
+
+def test_a_tampered_selection_count_fails_verification_in_that_cell_only(q, analyst, admin, color):
+    """The selection counts are checked like the grid: raw n + selection noise = stored selection count."""
+    user, _ = analyst
+    release, _, _ = _krr_release(q, user, color)
+    assert _verify(q, admin[1], release.id).json()["noise_verified"] is True
+    selection = _selection(release).copy()
+    selection[1] += 1  # (day 1, DE): one more than its n + noise, too little to change what is shown
+    Release.objects.filter(id=release.id).update(selection_counts=pack_counts(selection))
+    report = _verify(q, admin[1], release.id).json()
+    assert report["noise_verified"] is False
+    assert [c["verified"] for c in report["cells"]] == [True, False, True, True, True, True]
+    selection[1] = 10**6  # now it moves that region out of "other": the released data no longer follows
+    Release.objects.filter(id=release.id).update(selection_counts=pack_counts(selection))
+    report = _verify(q, admin[1], release.id).json()
+    assert report["noise_verified"] is False and report["postprocessing_verified"] is False
+    Release.objects.filter(id=release.id).update(selection_counts=b"\x01")  # not a blob of 6 counts
+    response = _verify(q, admin[1], release.id, raise_errors=False)
+    assert response.status_code == 409 and response.json()["code"] == "audit_counts_unreadable"
+
+
+def test_changing_the_selection_share_changes_new_releases_only(q, analyst, admin, color, settings):
+    """A release keeps the ε split it was made with: after the setting changes it re-renders (cached, free)
+    and replays the same; a fresh release uses the new share."""
+    user, _ = analyst
+    release, _, first = _krr_release(q, user, color)
+    settings.PRIVACY = {**settings.PRIVACY, "SELECTION_EPSILON_SHARE": "0.5"}
+    cached = q.run(user, release.query)
+    assert cached["privacy"]["cached"] is True and cached["data"] == first["data"]
+    report = _verify(q, admin[1], release.id).json()
+    assert report["noise_verified"] is True and report["postprocessing_verified"] is True
+    fresh = Release.objects.get(id=q.run(user, {**release.query, "fresh": True})["release"]["id"])
+    assert (Fraction(fresh.noise_scale), Fraction(fresh.selection_scale)) == (4, 4)  # 0.25 each
+    assert _verify(q, admin[1], fresh.id).json()["noise_verified"] is True
 
 
 def test_ungrouped_release_replays(q, analyst, admin, color):
@@ -123,6 +170,7 @@ def test_ungrouped_release_replays(q, analyst, admin, color):
     result = q.run(user, q.body(color, q.day(-5), q.day(-1), epsilon="1"))
     report = _verify(q, admin[1], result["release"]["id"]).json()
     assert report["noise_verified"] and report["postprocessing_verified"] and report["cells_checked"] == 1
+    assert report["selection_scale"] is None and report["selection_counts_digest"] is None  # one mechanism
     assert operator_cells(replay_release(result["release"]["id"]))[0]["raw"] == [3, 2, 1]
 
 
@@ -174,7 +222,7 @@ def test_reports_rolled_up_after_the_release_do_not_change_its_verification(q, a
     assert fresh["release"]["data_version"] != first["release"]["data_version"]
     assert Release.objects.get(id=fresh["release"]["id"]).data_epoch > release.data_epoch
     assert _verify(q, admin[1], fresh["release"]["id"]).json()["noise_verified"] is True
-    assert operator_cells(replay_release(fresh["release"]["id"]))[3 + q.axis.index("US")]["raw"] == [59, 9, 1]
+    assert operator_cells(replay_release(fresh["release"]["id"]))[3 + q.axis.index("US")]["raw"] == [59, 9, 1, 69]
 
 
 def test_a_release_older_than_epochs_cannot_be_replayed_and_says_so(q, analyst, admin, color):
@@ -217,7 +265,10 @@ def test_releases_list_shows_the_audit_record(q, analyst, admin, color):
     assert row["ledger_entries"] == [entry.id]
     assert (entry.spender, entry.epsilon_micro, entry.subject_kind, entry.subject_id) == (
         f"user:{user.id}", 500_000, "release", str(release.id))
-    assert entry.event == {"kind": "discrete_laplace", "epsilon": "0.5", "sensitivity": release.sensitivity}
+    assert entry.event == {"kind": "composed", "parts": [  # the grid and the selection counts: one charge
+        {"kind": "discrete_laplace", "epsilon": "0.45", "sensitivity": release.sensitivity},
+        {"kind": "discrete_laplace", "epsilon": "0.05", "sensitivity": 1}]}
+    assert Fraction(row["noise_scale"]) == Fraction(20, 9) and Fraction(row["selection_scale"]) == 20
     assert "sealed_seed" not in row and "noisy_counts" not in row and "seed" not in row
 
 
@@ -238,7 +289,7 @@ def test_verify_release_management_command(q, analyst, color):
     assert str(release.id) in out.getvalue() and "false" not in out.getvalue().lower(), out.getvalue()
     cells = StringIO()
     call_command("verify_release", str(release.id), "--cells", stdout=cells)  # the operator sees the raw counts
-    assert f"raw={expected[0].tolist()}" in cells.getvalue()
+    assert f"raw={[*expected[0].tolist(), int(expected[0].sum())]}" in cells.getvalue()
     noisy = q.noisy(release).copy()
     noisy[0] -= 1
     Release.objects.filter(id=release.id).update(noisy_counts=pack_counts(noisy))

@@ -24,6 +24,7 @@ from accounting.models import LedgerEntry
 from telemetry.catalog import catalog
 from telemetry import staging
 from telemetry.models import Release, StagedReports
+from telemetry.release.codec import unpack_counts
 from telemetry.release.request import parse_query_request
 from telemetry.release.service import _paid_answer
 from telemetry.rollup import advance_rollup
@@ -46,8 +47,10 @@ WORKERS = 8  # parallel analysts, each on its own metric (same data), so their b
 
 
 @pytest.mark.django_db(transaction=True)
-def test_released_noisy_counts_have_discrete_laplace_variance_2_delta_over_eps_squared(q):
-    """400 fresh releases of a fixed k-RR dataset with contribution bound m = 2 (Δ = 2) at ε = 0.5: t = 4.
+def test_released_noisy_counts_have_discrete_laplace_variance_2_delta_over_eps_squared(q, settings):
+    """400 fresh releases of a fixed k-RR dataset with contribution bound m = 2 (Δ = 2) at ε = 1 grouped by
+    region, with SELECTION_EPSILON_SHARE = 0.5: the grid at ε = 0.5 (t = Δ/0.5 = 4), the selection counts
+    at 0.5 too (t = m/0.5 = 4).
 
     8 analysts x 50 releases, each analyst on its own copy of the metric (identical data), run in
     parallel threads (one DB connection each) through the release service (budget reserve -> grid ->
@@ -60,7 +63,11 @@ def test_released_noisy_counts_have_discrete_laplace_variance_2_delta_over_eps_s
       * pooled mean within 4 σ/sqrt(N) of 0, and every grid position's mean within 4.5 σ/sqrt(n).
     A mechanism that ignored the contribution bound (t = 2, σ² ≈ 7.9) or used ε as the scale would
     be far outside these bounds; σ² at t = 4 is 31.83 against 2t² = 32 (0.5 % apart).
+    The selection counts (6 per release, 2400 in all) minus each cell's n: pooled second moment within
+    4 SE of σ² (about ±39 %), pooled mean within 4 σ/sqrt(N) of 0; selection noise at the default
+    share's scale (t = m/0.1 = 20, σ² ≈ 800) or at the whole ε (t = 2, σ² ≈ 7.9) is far outside.
     """
+    settings.PRIVACY = {**settings.PRIVACY, "SELECTION_EPSILON_SHARE": "0.5"}
     d1, d2 = q.day(-2), q.day(-1)
     raw = {(d1, "DE"): [7, 0, 3], (d1, "US"): [1, 1, 1], (d2, ""): [2, 5, 0], (d2, "US"): [10, 4, 6]}
     expected = np.array([raw.get((day, region), [0, 0, 0]) for day in (d1, d2) for region in q.axis],
@@ -73,7 +80,7 @@ def test_released_noisy_counts_have_discrete_laplace_variance_2_delta_over_eps_s
         q.set_cap(metric, "1000")
         for (day, region), counts in raw.items():
             q.add_krr(metric, day, region, counts)
-        jobs.append((user, q.body(metric, d1, d2, epsilon="0.5", group_by=["day", "region"], fresh=True)))
+        jobs.append((user, q.body(metric, d1, d2, epsilon="1", group_by=["day", "region"], fresh=True)))
 
     per_worker = RELEASES // WORKERS
     ids: list = [[] for _ in jobs]
@@ -102,7 +109,7 @@ def test_released_noisy_counts_have_discrete_laplace_variance_2_delta_over_eps_s
     releases = {str(r.id): r for r in Release.objects.filter(id__in=all_ids)}
     assert len(releases) == RELEASES
     first = releases[all_ids[0]]
-    assert first.sensitivity == 2 and Fraction(first.noise_scale) == 4
+    assert first.sensitivity == 2 and Fraction(first.noise_scale) == 4 and Fraction(first.selection_scale) == 4
     assert list(first.regions) == list(q.axis)
     noise = np.stack([q.noisy(releases[i]) - expected for i in all_ids]).astype(np.float64)  # (400, 18)
     assert noise.shape == (RELEASES, 18)
@@ -128,6 +135,13 @@ def test_released_noisy_counts_have_discrete_laplace_variance_2_delta_over_eps_s
     # every release used a fresh seed: no two noise vectors are identical
     assert len({row.tobytes() for row in noise}) == RELEASES
     assert LedgerEntry.objects.count() == RELEASES
+
+    reports = expected.reshape(-1, 3).sum(axis=1)  # k-RR: a cell's n is the sum of its counts
+    selection_noise = np.stack([unpack_counts(bytes(releases[i].selection_counts), 6) - reports
+                                for i in all_ids]).astype(np.float64)
+    se_selection = math.sqrt((mu4 - sigma2**2) / selection_noise.size)
+    assert abs(float((selection_noise**2).mean()) - sigma2) <= 4 * se_selection
+    assert abs(float(selection_noise.mean())) <= 4 * math.sqrt(sigma2 / selection_noise.size)
 
 
 @pytest.mark.django_db
@@ -161,8 +175,10 @@ def test_intervals_cover_the_true_counts_at_their_level(q, analyst, settings):
 
     Every (day, region) cell holds 200 reports with the same true counts (100, 60, 40), freshly
     randomized by k-RR (local ε = 2), so the cells are independent draws of both the local and the
-    central noise; three 90-day queries at ε = 0.5 (Δ = 1, t = 2: the central variance is about a
-    fifth of the total) grouped by day and region. Each cell contributes the interval of one value,
+    central noise; three 90-day queries grouped by day and region at ε = 1 with SELECTION_EPSILON_SHARE
+    = 0.5, so the grid is at ε = 0.5 (Δ = 1, t = 2: the central variance is about a fifth of the total)
+    and the selection counts at 0.5 (t = 2, cut-off 8: a cell of 200 reports is never merged). Each
+    cell contributes the interval of one value,
     chosen by its position in the response (data-independent), so the 5670 intervals are
     independent and the number that cover is Binomial(5670, c).
 
@@ -176,11 +192,10 @@ def test_intervals_cover_the_true_counts_at_their_level(q, analyst, settings):
     t = 2 keeps the release's variance a sum of both layers.)
     The same check on the same intervals, rescaled to 1.2x and 1/1.2x the variance, must reject.
     """
-    settings.PRIVACY = {**settings.PRIVACY, "REGIONS": list(COVERAGE_REGIONS)}
+    settings.PRIVACY = {**settings.PRIVACY, "REGIONS": list(COVERAGE_REGIONS), "SELECTION_EPSILON_SHARE": "0.5"}
     user, _ = analyst
     q.set_budget(user, "10")
-    # report_epsilon = epsilon: one memo per value (λ = 1), the channel this design was computed for
-    metric = q.metric(name="truth", domain=["x", "y", "z"], epsilon=2.0, report_epsilon=2.0)
+    metric = q.metric(name="truth", domain=["x", "y", "z"], epsilon=2.0, report_epsilon=2.0)  # plain k-RR (λ = 1)
     q.set_cap(metric, "100")
     true_counts = np.array([100, 60, 40])
     true_values = np.repeat(np.arange(3), true_counts)
@@ -201,7 +216,7 @@ def test_intervals_cover_the_true_counts_at_their_level(q, analyst, settings):
     truths, lows, highs = [], [], []
     for w in range(COVERAGE_DAYS // 90):
         start, end = days[90 * w + 89], days[90 * w]
-        result = q.run(user, q.body(metric, start, end, epsilon="0.5", group_by=["day", "region"]))
+        result = q.run(user, q.body(metric, start, end, epsilon="1", group_by=["day", "region"]))
         assert len(result["data"]) == 90 * len(regions)  # no cell coarsened into "other"
         for cell in result["data"]:
             value = len(truths) % 3

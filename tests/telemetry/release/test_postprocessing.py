@@ -1,5 +1,6 @@
-"""Post-processing of released answers, through the query service: regions shown only when their noisy n
-clears the empty-region cut-off, the rest merged into "other" from their noisy raw counts; consistent counts
+"""Post-processing of released answers, through the query service: regions shown only when their selection
+count clears the empty-region cut-off, the rest merged into "other" from their noisy raw counts (releases made
+before selection counts: on the grid's own noisy n); the ε split stored on the release; consistent counts
 (non-negative integers summing to each cell's reports); what each figure is; the audit of both digest layouts."""
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from django.conf import settings
 from privacy import central
 from telemetry.catalog import catalog
 from telemetry.models import Release
-from telemetry.release.postprocess import _v1_released_data, postprocessing_verified
+from telemetry.release.codec import pack_counts, unpack_counts
+from telemetry.release.postprocess import _v1_released_data, postprocessing_verified, released_data
 from telemetry.release.released import DIGEST_LAYOUT, DIGEST_LAYOUT_V1, ReleasedData
 from telemetry.release.request import Presentation
 from telemetry.release.responses import ESTIMATES
@@ -35,6 +37,16 @@ def _noisy_grid(q, release, metric, days: int, regions: int) -> np.ndarray:
     return q.noisy(release).reshape(days, regions, central.grid_width(spec.oracle))
 
 
+def _selection(release, days: int, regions: int) -> np.ndarray:
+    """The release's stored selection counts as a (days, regions) grid."""
+    return unpack_counts(bytes(release.selection_counts), days * regions).reshape(days, regions)
+
+
+def _shown(release, days: int, regions: int) -> np.ndarray:
+    survival = settings.PRIVACY["EMPTY_REGION_SURVIVAL"]
+    return _selection(release, days, regions) > central.selection_threshold(Fraction(release.selection_scale), survival)
+
+
 def _check_cells(cells, k):
     for cell in cells:
         counts = cell["counts"]
@@ -53,8 +65,9 @@ def _expected_cell(oracle, noisy_rows: np.ndarray, scale: Fraction) -> dict:
             "ci_low": np.round(low[0], 2).tolist(), "ci_high": np.round(high[0], 2).tolist()}
 
 
-def test_regions_show_when_their_noisy_n_clears_the_cut_off_and_the_rest_merge_from_their_noisy_counts(
+def test_regions_show_when_their_selection_count_clears_the_cut_off_and_the_rest_merge_from_their_noisy_counts(
         q, analyst, color, many_regions):
+    """k-RR (Δ = m = 1) at ε = 2: the grid at 1.8 (t = 5/9), selection counts at 0.2 (t = 5, cut-off 20)."""
     user, _ = analyst
     q.set_budget(user, "100")
     q.set_cap(color, "100")
@@ -66,16 +79,17 @@ def test_regions_show_when_their_noisy_n_clears_the_cut_off_and_the_rest_merge_f
             q.add_krr(color, day, region, counts)
     oracle, k = catalog.by_id(color.id).oracle, 3
     for attempt in range(4):
-        result = q.run(user, q.body(color, d1, d2, epsilon="0.5", group_by=["day", "region"], fresh=True))
+        result = q.run(user, q.body(color, d1, d2, epsilon="2", group_by=["day", "region"], fresh=True))
         release = Release.objects.get(id=result["release"]["id"])
         scale = Fraction(release.noise_scale)
+        assert (scale, Fraction(release.selection_scale)) == (Fraction(5, 9), 5)
+        assert central.selection_threshold(Fraction(5), 0.01) == 20
         noisy = _noisy_grid(q, release, color, 2, len(many_regions))
-        threshold = central.empty_cell_threshold(oracle, scale, settings.PRIVACY["EMPTY_REGION_SURVIVAL"])
-        assert threshold == central.survival_threshold(3, Fraction(2), 0.01)  # t = Δ/ε = 2, k-RR: n sums 3 noises
+        selection = _selection(release, 2, len(many_regions))
         _check_cells(result["data"], k)
         for d, day in enumerate((d1, d2)):
             cells = [c for c in result["data"] if c["day"] == day.isoformat()]
-            shown = noisy[d].sum(axis=1) > threshold
+            shown = selection[d] > 20
             expected = [{"region": region or "unknown", **_expected_cell(oracle, noisy[d, [r]], scale)}
                         for r, region in enumerate(many_regions) if shown[r]]
             if not shown.all():
@@ -84,18 +98,51 @@ def test_regions_show_when_their_noisy_n_clears_the_cut_off_and_the_rest_merge_f
             assert {"DE", "US"} <= {c["region"] for c in cells}  # 200 and 100 reports: far above the cut-off
 
 
+def test_the_selection_is_decided_on_the_selection_counts_not_the_grid(q, analyst, color, many_regions):
+    """Rewriting the stored selection counts (the audit would catch it) moves regions in and out of "other"
+    while the grid stays: the shown regions follow the selection counts alone."""
+    user, _ = analyst
+    q.add_krr(color, q.day(-1), "DE", [400, 300, 300])
+    result = q.run(user, q.body(color, q.day(-1), epsilon="1", group_by=["region"]))
+    release = Release.objects.get(id=result["release"]["id"])
+    regions = len(many_regions)
+    assert "DE" in [c["region"] for c in result["data"]]
+    forced = np.zeros((1, regions), dtype=np.int64)
+    forced[0, many_regions.index("FR")] = 1000  # an empty region's selection count far above the cut-off
+    release.selection_counts = pack_counts(forced)
+    data = released_data(release, catalog.by_id(color.id), Presentation()).cells()
+    assert [c["region"] for c in data] == ["FR", "other"]  # DE, with 1000 reports, now merged
+    assert data[-1]["reports"] > 800
+
+
+def test_a_release_made_before_selection_counts_is_rendered_on_its_grid_s_noisy_n(q, analyst, color,
+                                                                                  many_regions):
+    """Releases without ``selection_scale`` (older ones) keep the rule they were made under."""
+    user, _ = analyst
+    q.add_krr(color, q.day(-1), "DE", [40, 20, 10])
+    result = q.run(user, q.body(color, q.day(-1), epsilon="5", group_by=["region"]))
+    release = Release.objects.get(id=result["release"]["id"])
+    release.selection_scale, release.selection_counts = None, None
+    spec, scale = catalog.by_id(color.id), Fraction(release.noise_scale)
+    noisy = _noisy_grid(q, release, color, 1, len(many_regions))
+    shown = central.shown_regions(spec.oracle, noisy, scale, settings.PRIVACY["EMPTY_REGION_SURVIVAL"])[0]
+    data = released_data(release, spec, Presentation()).cells()
+    assert [c["region"] for c in data] == [(r or "unknown") for r, s in zip(many_regions, shown) if s] \
+        + ["other"] * (not shown.all())
+    assert data[-1]["reports"] == max(int(noisy[0, ~shown].sum()), 0) or shown.all()
+
+
 def test_a_day_of_empty_regions_releases_a_single_other_cell_unless_a_noise_clears_the_cut_off(
         q, analyst, color, many_regions):
     user, _ = analyst
     result = q.run(user, q.body(color, q.day(-1), epsilon="5", group_by=["region"]))
     release = Release.objects.get(id=result["release"]["id"])
     noisy = _noisy_grid(q, release, color, 1, len(many_regions))[0]
-    threshold = central.empty_cell_threshold(catalog.by_id(color.id).oracle, Fraction(release.noise_scale), 0.01)
-    shown = noisy.sum(axis=1) > threshold
+    shown = _shown(release, 1, len(many_regions))[0]
     names = [c["region"] for c in result["data"]]
     _check_cells(result["data"], 3)
-    assert names == [(r or "unknown") for r, s in zip(many_regions, shown) if s] + ["other"]
-    assert result["data"][-1]["reports"] == max(int(noisy[~shown].sum()), 0)
+    assert names == [(r or "unknown") for r, s in zip(many_regions, shown) if s] + ["other"] * (not shown.all())
+    assert shown.all() or result["data"][-1]["reports"] == max(int(noisy[~shown].sum()), 0)
 
 
 def test_no_coarsening_without_region_grouping(q, analyst, color, many_regions):
@@ -119,14 +166,13 @@ def test_consistent_counts_for_a_non_krr_protocol(q, analyst, many_regions):
     result = q.run(user, q.body(metric, q.day(-1), epsilon="2", group_by=["region"]))
     _check_cells(result["data"], 5)
     release = Release.objects.get(id=result["release"]["id"])
-    noisy = _noisy_grid(q, release, metric, 1, len(many_regions))[0]
-    threshold = central.empty_cell_threshold(catalog.by_id(metric.id).oracle, Fraction(release.noise_scale), 0.01)
-    assert threshold == central.survival_threshold(1, Fraction(3), 0.01)  # the n column's one noise, t = 6/2
-    shown = noisy[:, 5] > threshold
+    # Δ = 6 on the grid at 1.8 (t = 10/3); the selection counts' sensitivity is m = 1, at 0.2 (t = 5)
+    assert (Fraction(release.noise_scale), Fraction(release.selection_scale)) == (Fraction(10, 3), 5)
+    shown = _shown(release, 1, len(many_regions))[0]
     assert [c["region"] for c in result["data"]] == [(r or "unknown") for r, s in zip(many_regions, shown) if s] \
         + ["other"] * (not shown.all())
     de = next(c for c in result["data"] if c["region"] == "DE")
-    assert abs(de["reports"] - 300) < 80  # n is noised at scale Δ/ε = 6/2 = 3
+    assert abs(de["reports"] - 300) < 80  # n is noised at scale 10/3
 
 
 def test_the_response_says_which_estimate_each_figure_is_and_echoes_the_presentation(q, analyst, color):

@@ -54,6 +54,9 @@ def _bad_bodies(q):
         ("epsilon 7 decimals text", {**good, "epsilon": "0.1000001"}, "invalid_epsilon"),
         ("epsilon float drift", {**good, "epsilon": 0.1 * 3}, "invalid_epsilon"),
         ("epsilon over the per-query maximum", {**good, "epsilon": 10.5}, "invalid_epsilon"),
+        # a region-grouped query splits ε between its grid and its selection counts: each needs >= 1 µε
+        ("region grouping at 1 micro-epsilon", {**good, "group_by": ["region"], "epsilon": "0.000001"},
+         "invalid_epsilon"),
         # malformed dates
         ("date no padding", {**good, "start": f"{t.year}-1-5"}, "invalid_date"),
         ("date slashes", {**good, "start": q.day(-3).strftime("%Y/%m/%d")}, "invalid_date"),
@@ -202,6 +205,26 @@ def test_response_shape(q, analyst, color):
     # the release is recorded with its ledger row before it is returned
     (entry,) = LedgerEntry.objects.filter(subject_kind="release", subject_id=str(release.id))
     assert entry.epsilon_micro == 500_000
+
+
+def test_a_region_grouped_query_is_one_charge_of_its_total_epsilon(q, analyst, color):
+    """Its grid and its selection counts are two mechanisms, charged as one composed event of ε in all; the
+    response shows the query's ε and keeps its shape. At 2 µε each part gets 1 µε."""
+    user, token = analyst
+    q.add_krr(color, q.day(-1), "DE", [30, 20, 10])
+    body = q.post(q.client(token), q.body(color, q.day(-1), epsilon="0.7", group_by=["region"])).json()
+    assert set(body) == {"data", "values", "estimates", "presentation", "privacy", "release"}
+    assert body["privacy"]["epsilon"] == 0.7 and body["privacy"]["budget_remaining"] == 9.3
+    assert body["release"]["query"]["epsilon"] == 0.7
+    (entry,) = LedgerEntry.objects.all()
+    assert entry.epsilon_micro == 700_000 == q.ledger_micro(user=user)
+    assert [(part["epsilon"], part["sensitivity"]) for part in entry.event["parts"]] == [("0.63", 1), ("0.07", 1)]
+    tiny = q.post(q.client(token), q.body(color, q.day(-2), epsilon="0.000002", group_by=["region"]))
+    assert tiny.status_code == 200 and tiny.json()["privacy"]["epsilon"] == 0.000002
+    from telemetry.models import Release
+
+    release = Release.objects.get(id=tiny.json()["release"]["id"])
+    assert (release.noise_scale, release.selection_scale) == ("1000000", "1000000")
 
 
 def test_the_canonical_query_ignores_field_order_and_defaults(q, analyst, color):
