@@ -144,18 +144,21 @@ def prepare(rows: int, yardstick_rows: int, reload: bool) -> tuple[object, dict]
 # --- the roll-up ----------------------------------------------------------------------
 
 
-def _delete_returning_server_ms() -> float:
-    """The server's own time for the roll-up's DELETE ... RETURNING (EXPLAIN ANALYZE, rolled back)."""
+def _delete_returning_server_ms() -> list[float]:
+    """The server's own time (ms) for the roll-up's DELETE ... RETURNING (EXPLAIN ANALYZE, rolled back),
+    twice: the first pass is the first reader of the freshly committed rows, as the roll-up is."""
     from django.db import connection, transaction
 
     from telemetry import rollup
 
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + rollup._TAKE_STAGED)
-        plan = cursor.fetchone()[0]
-        plan = plan if isinstance(plan, list) else json.loads(plan)
-        transaction.set_rollback(True)
-    return round(plan[0]["Execution Time"], 1)
+    times = []
+    for _ in range(2):
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + rollup._TAKE_STAGED)
+            plan = cursor.fetchone()[0]
+            times.append(round((plan if isinstance(plan, list) else json.loads(plan))[0]["Execution Time"], 1))
+            transaction.set_rollback(True)
+    return times
 
 
 def _stage_for_rollup(metric_id: int, rows: int) -> dict:
@@ -170,31 +173,85 @@ def _stage_for_rollup(metric_id: int, rows: int) -> dict:
     return staged
 
 
+def backend_cpu_s() -> float | None:
+    """CPU seconds used so far by this connection's PostgreSQL backend (None unless it runs on this host)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+class CpuClock:
+    """Wall time, this process's CPU time and the backend's CPU time between start() and stop()."""
+
+    def start(self) -> None:
+        self.wall, self.client, self.backend = time.perf_counter(), time.process_time(), backend_cpu_s()
+
+    def stop(self) -> dict:
+        backend = backend_cpu_s()
+        out = {"wall_s": time.perf_counter() - self.wall, "client_cpu_s": time.process_time() - self.client,
+               "backend_cpu_s": None if backend is None or self.backend is None else backend - self.backend}
+        return {k: None if v is None else round(v, 3) for k, v in out.items()}
+
+
 def rollup_breakdown(rollup_once) -> dict:
-    """One roll-up with its parts timed (ms): what remains of the total is the lock and Django's glue."""
+    """One roll-up with its parts timed: wall ms and this process's CPU ms per part; what remains of the
+    total is the advisory lock and Django's glue."""
     from django.db import connections
 
     from telemetry import rollup
-    from telemetry.models import CountDelta, RollupEpoch
+    from telemetry.models import RollupEpoch
 
-    timer = StepTimer()
-    timer.wrap(rollup, "_take_staged", "take_staged (DELETE ... RETURNING: server + transfer + join)")
-    timer.wrap(rollup, "_fold_all", "fold (numpy, per metric)")
-    timer.wrap(RollupEpoch.objects, "create", "epoch_insert")
-    timer.wrap(CountDelta.objects, "bulk_create", "count_delta_insert")
-    timer.wrap(rollup, "_add_to_totals", "observed_counts_upsert (read + upsert)")
-    timer.wrap(connections["default"], "commit", "commit")
+    parts: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    undo = []
+
+    def wrap(owner, attr: str, name: str) -> None:
+        original, own = getattr(owner, attr), attr in vars(owner)
+
+        def wrapper(*args, **kwargs):
+            wall, cpu = time.perf_counter(), time.process_time()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                parts[name][0] += time.perf_counter() - wall
+                parts[name][1] += time.process_time() - cpu
+
+        setattr(owner, attr, wrapper)
+        undo.append((owner, attr, original if own else None))
+
+    wrap(rollup, "_take_staged", "take_staged (DELETE ... RETURNING: server + transfer + join)")
+    wrap(rollup, "_fold_all", "fold (numpy, per metric)")
+    wrap(rollup, "_with_totals", "totals (read the ObservedCounts rows concerned, add, to columns)")
+    wrap(RollupEpoch.objects, "create", "epoch_insert")
+    wrap(rollup, "_write_counts", "write_counts (CountDelta append + ObservedCounts upsert, one statement)")
+    wrap(connections["default"], "commit", "commit")
+    clock = CpuClock()
     try:
-        t0 = time.perf_counter()
+        clock.start()
         rollup_once()
-        timer.next_query(time.perf_counter() - t0)
+        total = clock.stop()
     finally:
-        timer.restore()
-    return timer.summary()
+        for owner, attr, original in reversed(undo):
+            if original is None:
+                delattr(owner, attr)  # the class's method shows through again
+            else:
+                setattr(owner, attr, original)
+    rest = total["wall_s"] - sum(wall for wall, _ in parts.values())
+    ms = {name: {"wall_ms": round(wall * 1000, 1), "client_cpu_ms": round(cpu * 1000, 1)}
+          for name, (wall, cpu) in sorted(parts.items(), key=lambda kv: -kv[1][0])}
+    return {"total": total, "parts": ms, "other_unattributed_wall_ms (advisory lock, glue)": round(rest * 1000, 1)}
 
 
 def measure_rollup(metric_id: int, rows: int, repeats: int) -> dict:
-    """Stage ``rows`` reports and roll them up, ``repeats`` times plain and once instrumented."""
+    """Stage ``rows`` reports and roll them up: ``repeats`` times plain, once with its parts timed, then
+    the DELETE's server time alone. Wall times are on a shared machine; the CPU seconds (this process
+    + its PostgreSQL backend) are what the roll-up itself used."""
     from telemetry.models import CountDelta, ObservedCounts
     from telemetry.rollup import advance_rollup
 
@@ -202,25 +259,31 @@ def measure_rollup(metric_id: int, rows: int, repeats: int) -> dict:
     for _ in range(repeats):
         staging.append(_stage_for_rollup(metric_id, rows))
         gc.collect()
-        t0 = time.perf_counter()
+        clock = CpuClock()
+        clock.start()
         advance_rollup()
-        runs.append(time.perf_counter() - t0)
-        log(f"roll-up of {rows:,} reports: {runs[-1]:.2f} s ({rows / runs[-1]:,.0f} reports/s)")
+        runs.append(clock.stop())
+        log(f"roll-up of {rows:,} reports: {runs[-1]} ({rows / runs[-1]['wall_s']:,.0f} reports/s)")
     staged = _stage_for_rollup(metric_id, rows)
-    server_ms = _delete_returning_server_ms()
     gc.collect()
     breakdown = rollup_breakdown(advance_rollup)
-    seconds = float(np.median(runs))
-    cells = ObservedCounts.objects.count()
+    cells = {"observed_counts": ObservedCounts.objects.count(), "count_delta": CountDelta.objects.count()}
+    _stage_for_rollup(metric_id, rows)
+    breakdown["delete_returning_server_ms (EXPLAIN ANALYZE: first reader, again)"] = _delete_returning_server_ms()
+    qd.clear_staged()  # the counts of the breakdown's run stay: the queries read them
+    walls = [run["wall_s"] for run in runs]
+    cpus = [run["client_cpu_s"] + (run["backend_cpu_s"] or 0) for run in runs]
+    seconds = float(np.median(walls))
     return {
         "rollup_reports": rows, "rollup_staged_rows": staged["rows"], "rollup_staged_table_bytes": staged["table_bytes"],
-        "rollup_s_runs": [round(s, 3) for s in runs], "rollup_s_median": round(seconds, 3),
-        "rollup_reports_per_s": round(rows / seconds), "rollup_reports_per_s_best": round(rows / min(runs)),
+        "rollup_runs": runs, "rollup_s_median": round(seconds, 3),
+        "rollup_reports_per_s": round(rows / seconds), "rollup_reports_per_s_best": round(rows / min(walls)),
+        "rollup_cpu_s_median": round(float(np.median(cpus)), 3),
+        "rollup_reports_per_cpu_s": round(rows / float(np.median(cpus))),
         "rollup_target_reports_per_s": 10_000_000, "meets_rollup_target": rows / seconds >= 10_000_000,
-        "rollup_cells_written": {"observed_counts": cells, "count_delta": CountDelta.objects.count()},
-        "rollup_breakdown_ms": breakdown | {"  of which DELETE ... RETURNING on the server (EXPLAIN ANALYZE)": server_ms},
-        "staging_load": {k: round(v, 2) if isinstance(v, float) else v for k, v in staging[0].items()} if staging
-        else staged,
+        "rollup_cells_written": cells,
+        "rollup_breakdown": breakdown,
+        "staging_load": {k: round(v, 2) if isinstance(v, float) else v for k, v in staged.items()},
     }
 
 
@@ -243,7 +306,8 @@ def counts_match(metric_id: int, start, end, raw_rows: list) -> bool:
 class StepTimer:
     """Wraps named functions where telemetry.release looks them up; sums time per step per query."""
 
-    def __init__(self) -> None:
+    def __init__(self, rest: str = "other_unattributed (commit, run_query glue)") -> None:
+        self.rest = rest
         self.current: dict[str, float] = defaultdict(float)
         self.queries: list[dict[str, float]] = []
         self._undo: list = []
@@ -273,7 +337,7 @@ class StepTimer:
     def summary(self) -> dict:
         steps = sorted({k for q in self.queries for k in q})
         means = {k: float(np.mean([q.get(k, 0.0) for q in self.queries])) * 1000 for k in steps}
-        means["other_unattributed (commit, run_query glue)"] = means["total"] - sum(
+        means[self.rest] = means["total"] - sum(
             v for k, v in means.items() if k != "total" and not k.startswith(" "))
         return {k: round(v, 2) for k, v in sorted(means.items(), key=lambda kv: -kv[1])}
 
@@ -467,7 +531,8 @@ def main() -> None:
         "grid_cells": qd.DAYS * (len(qd.REGIONS) + 1), "noised_counts": qd.DAYS * (len(qd.REGIONS) + 1) * qd.K,
         "released_cells": cells,
         **{k: rollup[k] for k in ("rollup_reports_per_s", "rollup_reports_per_s_best", "rollup_target_reports_per_s",
-                                  "meets_rollup_target", "rollup_s_median", "rollup_s_runs")},
+                                  "meets_rollup_target", "rollup_s_median", "rollup_cpu_s_median",
+                                  "rollup_reports_per_cpu_s")},
         "service_p50_ms": service_p["p50_ms"], "service_p99_ms": service_p["p99_ms"],
         "http_p50_ms": http_p["p50_ms"], "http_p99_ms": http_p["p99_ms"], "http_response_bytes": last["http_bytes"],
         "cached_rerelease_p50_ms": cached_p["p50_ms"], "cached_rerelease_p99_ms": cached_p["p99_ms"],
