@@ -566,6 +566,9 @@ def main() -> None:
         "meets_ratio_vs_yardstick": reports_p and service_p["p99_ms"] / reports_p["p99_ms"] <= 3,
         "rolled_up_counts_match_yardstick": match,
         "pending_latency_ms": pending,
+        "pending_p50_ms_median_by_volume": {  # over both sweeps and both target metrics
+            volume: float(np.median([v["p50_ms"] for by_sweep in by_target.values() for v in by_sweep.values()]))
+            for volume, by_target in pending.items()},
         "pending_p50_spread_ms": round(max(p50s) - min(p50s), 2),
         "rollup": rollup, "yardstick_setup": setup,
         "raw_rows": raw_rows, "yardstick_plan_top": plan_top, "data_version_unchanged_while_pending": True,
