@@ -3,9 +3,11 @@
 One roll-up is one transaction and one epoch: it deletes every committed
 staged row (``DELETE ... RETURNING``: rows committed after it started stay for
 the next one, so no watermark or fence is needed), folds their reports per
-(metric, day, region) (:func:`telemetry.staging.fold`), appends what it added
-as ``CountDelta`` rows of a new ``RollupEpoch``, and adds it to
-``ObservedCounts``. Queries read ``ObservedCounts`` and the latest epoch in one
+(metric, day, region) (:func:`telemetry.staging.fold_cells`), appends what it
+added as ``CountDelta`` rows of a new ``RollupEpoch``, and adds it to
+``ObservedCounts`` (on PostgreSQL both writes are one statement over binary
+arrays: a fixed cost of a few milliseconds for thousands of cells, where
+ORM bulk inserts took a second). Queries read ``ObservedCounts`` and the latest epoch in one
 snapshot, never waiting for a roll-up. It runs periodically (Celery beat,
 ``ROLLUP_INTERVAL_S``), and makes an epoch on every run, with or without new
 reports, so that the data version analysts see changes with time only.
@@ -15,7 +17,9 @@ from __future__ import annotations
 
 import secrets
 from collections import defaultdict
-from datetime import date
+from dataclasses import dataclass, field
+from datetime import timedelta
+from itertools import accumulate
 
 import numpy as np
 from django.db import connection, transaction
@@ -26,9 +30,26 @@ from telemetry.catalog import catalog
 from telemetry.models import CountDelta, ObservedCounts, RollupEpoch
 
 ROLLUP_LOCK = 0x7E1E_0002
-Increments = dict[tuple[int, date, str], tuple[int, np.ndarray]]  # (metric, day, region) -> (reports, support)
+Folded = dict[int, staging.FoldedCells]  # metric id -> what its staged reports add, per (day, region)
 
 _TAKE_STAGED = "DELETE FROM telemetry_stagedreports RETURNING metric_id, payload"
+# One statement: the epoch's deltas appended, the totals upserted (their new values computed by the caller).
+# Supports travel as one blob per column, cut server-side: a list of thousands of bytea values costs
+# psycopg ~10 us each to send.
+_WRITE_COUNTS = (
+    "WITH cells AS (SELECT c.metric_id, DATE '1970-01-01' + c.day AS day, c.region, c.reports, c.total_reports,"
+    " substring(%s::bytea FROM c.start + 1 FOR c.width) AS support,"
+    " substring(%s::bytea FROM c.start + 1 FOR c.width) AS total_support"
+    " FROM unnest(%s::bigint[], %s::int[], %s::varchar[], %s::bigint[], %s::bigint[], %s::int[], %s::int[])"
+    " AS c(metric_id, day, region, reports, total_reports, start, width)),"
+    " deltas AS (INSERT INTO telemetry_countdelta (epoch, metric_id, day, region, reports, support)"
+    " SELECT %s, metric_id, day, region, reports, support FROM cells RETURNING 1),"
+    " totals AS (INSERT INTO telemetry_observedcounts (metric_id, day, region, reports, support)"
+    " SELECT metric_id, day, region, total_reports, total_support FROM cells"
+    " ON CONFLICT (metric_id, day, region) DO UPDATE SET reports = EXCLUDED.reports, support = EXCLUDED.support"
+    " RETURNING 1)"
+    " SELECT (SELECT count(*) FROM deltas), (SELECT count(*) FROM totals)"
+)
 
 
 def _take_staged() -> dict[int, bytes]:
@@ -45,49 +66,86 @@ def _take_staged() -> dict[int, bytes]:
     return {metric_id: b"".join(parts) for metric_id, parts in payloads.items()}
 
 
-def _fold_all(payloads: dict[int, bytes]) -> Increments:
-    increments: Increments = {}
-    for metric_id, payload in payloads.items():
-        for (day, region), cell in staging.fold(catalog.by_id(metric_id), payload).items():
-            increments[(metric_id, day, region)] = cell
-    return increments
+def _fold_all(payloads: dict[int, bytes]) -> Folded:
+    return {metric_id: staging.fold_cells(catalog.by_id(metric_id), payload)
+            for metric_id, payload in payloads.items()}
 
 
-def _support_bytes(support: np.ndarray) -> bytes:
-    return np.asarray(support, dtype="<i8").tobytes()
+@dataclass
+class _Rows:
+    """The rows a roll-up writes, one per (metric, day, region), in columns: the increment and the new
+    total. Supports are concatenated rows of k little-endian int64 counts, ``widths`` bytes each."""
+
+    metric_ids: list[int] = field(default_factory=list)
+    days: list[int] = field(default_factory=list)  # days since EPOCH_DAY
+    regions: list[str] = field(default_factory=list)
+    reports: list[int] = field(default_factory=list)
+    total_reports: list[int] = field(default_factory=list)
+    widths: list[int] = field(default_factory=list)
+    supports: list[bytes] = field(default_factory=list)  # one blob per metric
+    total_supports: list[bytes] = field(default_factory=list)
+
+    def starts(self) -> list[int]:
+        return list(accumulate(self.widths, initial=0))[:-1]
+
+    def cut(self, blobs: list[bytes]) -> list[bytes]:
+        """One bytes object per row, from the blobs of ``supports`` or ``total_supports``."""
+        joined = b"".join(blobs)
+        return [joined[start:start + width] for start, width in zip(self.starts(), self.widths)]
 
 
-def _add_to_totals(increments: Increments) -> None:
-    """ObservedCounts += increments (one read of the rows concerned, one upsert)."""
-    existing = {
-        (row.metric_id, row.day, row.region): row
-        for row in ObservedCounts.objects.filter(metric_id__in={key[0] for key in increments},
-                                                 day__in={key[1] for key in increments})
-    }
-    merged = []
-    for (metric_id, day, region), (reports, support) in increments.items():
-        row = existing.get((metric_id, day, region))
-        if row is not None:
-            reports += row.reports
-            support = support + np.frombuffer(row.support, dtype="<i8")
-        merged.append(ObservedCounts(metric_id=metric_id, day=day, region=region, reports=reports,
-                                     support=_support_bytes(support)))
+def _with_totals(folded: Folded) -> _Rows:
+    """Each folded cell's increment and new total: plus the ObservedCounts row it has (one read)."""
+    rows = _Rows()
+    for metric_id, cells in folded.items():
+        if not len(cells.reports):
+            continue
+        first, last = (staging.EPOCH_DAY + timedelta(days=int(day)) for day in (cells.days[0], cells.days[-1]))
+        existing = {((day - staging.EPOCH_DAY).days, region): (reports, support) for day, region, reports, support in
+                    ObservedCounts.objects.filter(metric_id=metric_id, day__gte=first, day__lte=last)
+                    .values_list("day", "region", "reports", "support")}
+        days = cells.days.tolist()
+        totals, total_reports = cells.supports.copy(), cells.reports.copy()
+        for i, key in enumerate(zip(days, cells.regions)):
+            if key in existing:
+                total_reports[i] += existing[key][0]
+                totals[i] += np.frombuffer(bytes(existing[key][1]), dtype="<i8")
+        rows.metric_ids += [metric_id] * len(days)
+        rows.days += days
+        rows.regions += cells.regions
+        rows.reports += cells.reports.tolist()
+        rows.total_reports += total_reports.tolist()
+        rows.widths += [cells.supports.shape[1] * 8] * len(days)
+        rows.supports.append(np.ascontiguousarray(cells.supports, dtype="<i8").tobytes())
+        rows.total_supports.append(np.ascontiguousarray(totals, dtype="<i8").tobytes())
+    return rows
+
+
+def _write_counts(epoch: RollupEpoch, rows: _Rows) -> None:
+    """Append the epoch's deltas and upsert the totals: one statement on PostgreSQL."""
+    if not rows.metric_ids:
+        return
+    if is_postgresql():
+        fetch_binary(_WRITE_COUNTS, [b"".join(rows.supports), b"".join(rows.total_supports), rows.metric_ids,
+                                     rows.days, rows.regions, rows.reports, rows.total_reports, rows.starts(),
+                                     rows.widths, epoch.id])
+        return
+    keys = [(metric_id, staging.EPOCH_DAY + timedelta(days=day), region)
+            for metric_id, day, region in zip(rows.metric_ids, rows.days, rows.regions)]
+    CountDelta.objects.bulk_create(
+        CountDelta(epoch=epoch.id, metric_id=metric_id, day=day, region=region, reports=reports, support=support)
+        for (metric_id, day, region), reports, support in zip(keys, rows.reports, rows.cut(rows.supports)))
     ObservedCounts.objects.bulk_create(
-        merged, update_conflicts=True, unique_fields=["metric", "day", "region"], update_fields=["reports", "support"]
-    )
+        (ObservedCounts(metric_id=metric_id, day=day, region=region, reports=reports, support=support)
+         for (metric_id, day, region), reports, support in zip(keys, rows.total_reports, rows.cut(rows.total_supports))),
+        update_conflicts=True, unique_fields=["metric", "day", "region"], update_fields=["reports", "support"])
 
 
 def advance_rollup() -> RollupEpoch:
     """Fold every committed staged report into the counts as a new epoch, and delete it."""
     with transaction.atomic():
         advisory_xact_lock(ROLLUP_LOCK)  # one roll-up at a time
-        increments = _fold_all(_take_staged())
+        rows = _with_totals(_fold_all(_take_staged()))
         epoch = RollupEpoch.objects.create(token=secrets.token_urlsafe(16))
-        CountDelta.objects.bulk_create(
-            CountDelta(epoch=epoch.id, metric_id=metric_id, day=day, region=region, reports=reports,
-                       support=_support_bytes(support))
-            for (metric_id, day, region), (reports, support) in increments.items()
-        )
-        if increments:
-            _add_to_totals(increments)
+        _write_counts(epoch, rows)
     return epoch

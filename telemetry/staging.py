@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import lru_cache
 
@@ -62,26 +63,48 @@ def pack_rows(spec: MetricSpec, rows: Iterable[ReportRow]) -> bytes:
 Cells = dict[tuple[date, str], tuple[int, np.ndarray]]  # (day, region) -> (reports, support counts)
 
 
-def _dense_cells(records: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class FoldedCells:
+    """The (day, region) cells that a metric's staged reports fall in, as columns: row i is day
+    ``EPOCH_DAY + days[i]``, region ``regions[i]``, with ``reports[i]`` reports supporting each
+    value ``supports[i, v]`` times. Only cells with reports, ordered by (day, region code)."""
+
+    days: np.ndarray  # (n,) int64, days since EPOCH_DAY
+    regions: list[str]
+    reports: np.ndarray  # (n,) int64
+    supports: np.ndarray  # (n, k) int64
+
+    def dates(self) -> list[date]:
+        return [EPOCH_DAY + timedelta(days=day) for day in self.days.tolist()]
+
+
+def _dense_cells(records: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(cell of each record, the day of each cell, the region code of each cell): cells are the
-    (day, region) pairs of a dense days x regions grid over what the records hold."""
+    (day, region) pairs of a dense days x regions grid over what the records hold.
+
+    Cell indices are int32 whenever cell x k fits (half the memory traffic of int64; a fold is a
+    few passes over 10^7 records, bound by memory, not arithmetic)."""
     days = records["day"]
     first_day = int(days.min())
-    codes = np.ascontiguousarray(records["region"]).view("<u2")
-    present = np.zeros(1 << 16, dtype=bool)
-    present[codes] = True
-    region_codes = np.flatnonzero(present)
-    region_index = np.zeros(1 << 16, dtype=np.int64)
-    region_index[region_codes] = np.arange(len(region_codes))
-    cells = (days - first_day).astype(np.int64) * len(region_codes) + region_index[codes]
     span = int(days.max()) - first_day + 1
-    cell_days = first_day + np.repeat(np.arange(span), len(region_codes))
+    codes = records["region"].view("<u2")  # same item size: a view, no copy
+    region_codes = np.flatnonzero(np.bincount(codes, minlength=1 << 16))
+    index_type = np.int32 if span * len(region_codes) * k < 2**31 else np.int64
+    region_index = np.zeros(1 << 16, dtype=index_type)
+    region_index[region_codes] = np.arange(len(region_codes), dtype=index_type)
+    cells = np.subtract(days, first_day, dtype=index_type)
+    cells *= len(region_codes)
+    cells += region_index[codes]
+    cell_days = first_day + np.repeat(np.arange(span, dtype=np.int64), len(region_codes))
     return cells, cell_days, np.tile(region_codes, span)
 
 
 def _supports_by_cell(spec: MetricSpec, records: np.ndarray, cells: np.ndarray, size: int) -> np.ndarray:
+    """Support counts per cell (size x k). For k-RR, ``cells`` is consumed (overwritten in place)."""
     if spec.protocol == "krr":
-        flat = cells * spec.k + records["value"]
+        flat = cells
+        flat *= spec.k
+        flat += records["value"]
         return np.bincount(flat, minlength=size * spec.k).reshape(size, spec.k)
     supports = np.zeros((size, spec.k), dtype=np.int64)
     order = np.argsort(cells, kind="stable")
@@ -95,19 +118,31 @@ def _supports_by_cell(spec: MetricSpec, records: np.ndarray, cells: np.ndarray, 
     return supports
 
 
-def fold(spec: MetricSpec, payload: bytes) -> Cells:
+def fold_cells(spec: MetricSpec, payload: bytes) -> FoldedCells:
     """The reports and support counts of each (day, region) in concatenated payloads of one metric."""
     records = np.frombuffer(payload, dtype=record_dtype(spec))
     if not len(records):
-        return {}
-    cells, cell_days, cell_regions = _dense_cells(records)
-    reports = np.bincount(cells, minlength=len(cell_days))
-    supports = _supports_by_cell(spec, records, cells, len(cell_days))
-    return {
-        (EPOCH_DAY + timedelta(days=int(cell_days[i])), int(cell_regions[i]).to_bytes(2, "little").rstrip(b"\0").decode()):
-            (int(reports[i]), supports[i])
-        for i in np.flatnonzero(reports)
-    }
+        return FoldedCells(np.zeros(0, dtype=np.int64), [], np.zeros(0, dtype=np.int64),
+                           np.zeros((0, spec.k), dtype=np.int64))
+    cells, cell_days, cell_regions = _dense_cells(records, spec.k)
+    if spec.protocol == "krr":  # a k-RR report supports exactly its one value
+        supports = _supports_by_cell(spec, records, cells, len(cell_days))
+        reports = supports.sum(axis=1)
+    else:
+        reports = np.bincount(cells, minlength=len(cell_days))
+        supports = _supports_by_cell(spec, records, cells, len(cell_days))
+    kept = np.flatnonzero(reports)
+    regions = [code.to_bytes(2, "little").rstrip(b"\0").decode() for code in cell_regions[kept].tolist()]
+    return FoldedCells(cell_days[kept], regions, reports[kept].astype(np.int64, copy=False),
+                       supports[kept].astype(np.int64, copy=False))
+
+
+def fold(spec: MetricSpec, payload: bytes) -> Cells:
+    """:func:`fold_cells` as a mapping (day, region) -> (reports, support counts)."""
+    cells = fold_cells(spec, payload)
+    return {(day, region): (reports, support)
+            for day, region, reports, support in zip(cells.dates(), cells.regions, cells.reports.tolist(),
+                                                     cells.supports)}
 
 
 def unpack_rows(spec: MetricSpec, payload: bytes) -> list[ReportRow]:
