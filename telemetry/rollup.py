@@ -4,7 +4,8 @@ One roll-up is one transaction and one epoch: it deletes every committed
 staged row (``DELETE ... RETURNING``: rows committed after it started stay for
 the next one, so no watermark or fence is needed), folds their reports per
 (metric, day, region) (:func:`telemetry.staging.fold_cells`), appends what it
-added as ``CountDelta`` rows of a new ``RollupEpoch``, and adds it to
+added as ``CountDelta`` rows of a new ``RollupEpoch`` (merging in those of the
+epochs no release counted: :mod:`telemetry.epochs`), and adds it to
 ``ObservedCounts`` (on PostgreSQL both writes are one statement over binary
 arrays: a fixed cost of a few milliseconds for thousands of cells, where
 ORM bulk inserts took a second). Queries read ``ObservedCounts`` and the latest epoch in one
@@ -25,7 +26,7 @@ import numpy as np
 from django.db import connection, transaction
 
 from deploy.api.db import advisory_xact_lock, fetch_binary, is_postgresql
-from telemetry import staging
+from telemetry import epochs, staging
 from telemetry.catalog import catalog
 from telemetry.models import CountDelta, ObservedCounts, RollupEpoch
 
@@ -148,4 +149,6 @@ def advance_rollup() -> RollupEpoch:
         rows = _with_totals(_fold_all(_take_staged()))
         epoch = RollupEpoch.objects.create(token=secrets.token_urlsafe(16))
         _write_counts(epoch, rows)
+    with transaction.atomic():  # its own short transaction: queries never wait for the fold above
+        epochs.compact(epoch.id)
     return epoch

@@ -131,14 +131,14 @@ def test_a_query_neither_runs_nor_waits_for_a_rollup(q, analyst, color, short_re
     assert first["release"]["data_version"] == committed.token
 
     folded, release = threading.Event(), threading.Event()
-    add_to_totals = rollup._add_to_totals
+    write_counts = rollup._write_counts
 
-    def hold_open(increments):  # the roll-up's transaction stays open here, its locks held
-        add_to_totals(increments)
+    def hold_open(epoch, rows):  # the roll-up's transaction stays open here, its locks held
+        write_counts(epoch, rows)
         folded.set()
         release.wait(30)
 
-    monkeypatch.setattr(rollup, "_add_to_totals", hold_open)
+    monkeypatch.setattr(rollup, "_write_counts", hold_open)
     answers, errors = [], []
 
     def in_thread(target):

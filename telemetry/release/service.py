@@ -25,7 +25,7 @@ from deploy.api.errors import ApiError
 from privacy import central
 from privacy.drbg import DRBG, new_seed
 from privacy.sealing import parse_key, seal
-from telemetry import selectors
+from telemetry import epochs, selectors
 from telemetry.catalog import partition_scope
 from telemetry.models import Release
 from telemetry.regions import region_axis
@@ -60,6 +60,7 @@ def _new_release(user, request: QueryRequest) -> tuple[Release, ledger.Charge]:
     grid, selection = grid_and_selection(event)
     paid = _charge(user, request, event, release_id)
     regions = region_axis()
+    epochs.hold_epochs()  # the epoch read below stays recountable until this release commits
     observed = selectors.observed_rows(spec, query.start, query.end)  # the latest roll-up, in one snapshot
     raw = build_grid(spec, query, regions, observed)
     seed = new_seed()

@@ -325,3 +325,25 @@ def test_ledger_entries_cannot_be_changed_or_deleted_through_the_orm_or_sql(q, a
 
     entry.refresh_from_db()
     assert entry.epsilon_micro == 500_000 and LedgerEntry.objects.count() == 1
+
+
+def test_released_epochs_stay_recountable_while_unreleased_ones_are_merged(q, analyst, admin, color):
+    """Compaction keeps one set of deltas per released epoch plus the newest, and every release verifies."""
+    from telemetry.models import CountDelta, RollupEpoch
+
+    user, _ = analyst
+    release, _, _ = _krr_release(q, user, color)  # its roll-ups: four epochs, the last one released
+    for counts in ([3, 0, 0], [0, 4, 0], [1, 1, 1]):  # three more roll-ups nobody queries
+        q.add_krr(color, q.day(-1), "US", counts)
+    later = q.run(user, {**release.query, "fresh": True})
+    q.add_krr(color, q.day(-2), "DE", [2, 2, 2])  # and one more, unreleased: the newest
+    epochs = set(CountDelta.objects.values_list("epoch", flat=True))
+    later_epoch = Release.objects.get(id=later["release"]["id"]).data_epoch
+    newest = RollupEpoch.objects.order_by("-id").first().id
+    assert epochs == {release.data_epoch, later_epoch, newest}
+    assert set(RollupEpoch.objects.values_list("id", flat=True)) >= epochs
+    for release_id in (release.id, later["release"]["id"]):
+        report = _verify(q, admin[1], release_id).json()
+        assert report["noise_verified"] is True and report["postprocessing_verified"] is True
+    # the raw counts at the later release's epoch: the first four roll-ups' [9, 9, 1] plus the next three's
+    assert operator_cells(replay_release(later["release"]["id"]))[3 + q.axis.index("US")]["raw"][:3] == [13, 14, 2]
