@@ -21,7 +21,6 @@ the increments back before they commit.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import threading
@@ -91,7 +90,7 @@ class CounterPlan:
 
 def counter_key(secret: bytes, client_id: str, metric: str) -> int:
     """A client's counter of one day and metric (or ALL_METRICS): 64 bits of an HMAC under the day's secret."""
-    digest = hmac.new(secret, f"{client_id}\0{metric}".encode(), hashlib.sha256).digest()
+    digest = hmac.digest(secret, f"{client_id}\0{metric}".encode(), "sha256")
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
