@@ -2,8 +2,9 @@
 
 Storage ("aggregate, then discard"): what the staged and count tables can hold, which rows share a
 transaction (PostgreSQL's ``xmin``) with a batch record before and after the roll-up, and how long
-batch records are kept. Operations: the beat schedule, the bound on ``ROLLUP_INTERVAL_S``, and that a
-query neither runs nor waits for a roll-up.
+batch records are kept. Operations: the beat schedule, the bound on ``ROLLUP_INTERVAL_S``, that a
+query neither runs nor waits for a roll-up's fold, and that a release being written holds off the
+compaction of the epoch it counted.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -165,6 +167,69 @@ def test_a_query_neither_runs_nor_waits_for_a_rollup(q, analyst, color, short_re
     assert not errors, errors
     assert answers[0]["release"]["data_version"] == committed.token  # the roll-up in progress is not seen
     assert RollupEpoch.objects.latest("id").id > committed.id and not StagedReports.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_release_being_written_keeps_its_epoch_from_compaction(q, analyst, color, short_region_axis, monkeypatch):
+    """docs/architecture.md, "Roll-up": a roll-up that commits while a query is writing its release
+    merges nothing until that release commits, so the epoch the release counted stays recountable."""
+    from telemetry.models import CountDelta, Release
+    from telemetry.release import service
+    from telemetry.release.audit import replay_release
+
+    user, _ = analyst
+    q.add_krr(color, q.day(0), "DE", [5, 3, 1])
+    counted = RollupEpoch.objects.latest("id")
+    q.add_krr(color, q.day(0), "DE", [2, 2, 2], roll_up=False)
+
+    read, go = threading.Event(), threading.Event()
+    build_grid = service.build_grid
+
+    def hold_after_reading(*args):  # the query has read its epoch; its release is not committed yet
+        read.set()
+        go.wait(30)
+        return build_grid(*args)
+
+    monkeypatch.setattr(service, "build_grid", hold_after_reading)
+    answers, errors = [], []
+
+    def in_thread(target):
+        def run():
+            try:
+                target()
+            except BaseException as error:  # noqa: BLE001
+                errors.append(error)
+            finally:
+                connections.close_all()
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    query = in_thread(lambda: answers.append(q.run(user, q.body(color, q.day(0), epsilon=1.0))))
+    roller = None
+    try:
+        assert read.wait(30), errors
+        roller = in_thread(rollup.advance_rollup)
+        deadline = time.monotonic() + 30
+        while not RollupEpoch.objects.filter(id__gt=counted.id).exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        newest = RollupEpoch.objects.get(id__gt=counted.id)  # the fold committed; the compaction must wait
+        roller.join(1)
+        assert roller.is_alive(), "the compaction did not wait for the release being written"
+        assert set(CountDelta.objects.values_list("epoch", flat=True)) == {counted.id, newest.id}
+    finally:
+        go.set()
+        query.join(30)
+        if roller is not None:
+            roller.join(30)
+    assert not errors, errors
+    release = Release.objects.get(id=answers[0]["release"]["id"])
+    assert release.data_epoch == counted.id
+    # both epochs stay apart: the released one, and the newest (nothing between them to merge)
+    assert set(CountDelta.objects.values_list("epoch", flat=True)) == {counted.id, newest.id}
+    replay = replay_release(release.id)
+    assert replay.cell_verified.all()
+    assert replay.raw.sum(axis=0)[:3].tolist() == [5, 3, 1]  # the counts at its epoch, not the later [2, 2, 2]
 
 
 @pytest.mark.django_db
