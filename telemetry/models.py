@@ -3,7 +3,8 @@
 Aggregate, then discard (docs/privacy.md, "Storage"): ingest stages each batch's
 reports per metric (``StagedReports``), carrying no client identifier; the
 periodic roll-up folds them into ``ObservedCounts`` (the current totals) and
-``CountDelta`` (what each ``RollupEpoch`` added, append-only), then deletes them.
+``CountDelta`` (what each ``RollupEpoch`` added; epochs no release counted are merged into
+the newest, telemetry.epochs), then deletes them.
 Per-client limits live in ``ClientCounter`` under a daily secret, and expire.
 """
 
@@ -129,10 +130,12 @@ class RollupEpoch(models.Model):
 
 
 class CountDelta(models.Model):
-    """What one roll-up epoch added to the counts of one (metric, day, region). Append-only.
+    """What one roll-up epoch added to the counts of one (metric, day, region).
 
     The raw counts at epoch E are the sum of the deltas of epochs <= E: an audit
-    recounts a release's raw grid from them (telemetry.release.audit).
+    recounts a release's raw grid from them (telemetry.release.audit). Rows of a
+    released epoch never change; those of epochs no release counted are merged into
+    the newest epoch's (telemetry.epochs).
     """
 
     epoch = models.BigIntegerField()

@@ -93,7 +93,7 @@ def observed_rows(spec: MetricSpec, start: date, end: date) -> CountRows:
 
 
 def recounted_rows(spec: MetricSpec, start: date, end: date, epoch: int) -> CountRows:
-    """The counts as they were at ``epoch``: the sum of the append-only deltas of epochs <= it."""
+    """The counts as they were at ``epoch``: the sum of the deltas of epochs <= it (released epochs are never merged away: telemetry.epochs)."""
     totals: dict[tuple[date, str], list] = {}
     with connection.cursor() as cursor:
         cursor.execute("SELECT day, region, reports, support FROM telemetry_countdelta"

@@ -1,7 +1,7 @@
 """Replay a release: prove its noise and its post-processing, cell by cell.
 
 Unseal the DRBG seed with the audit key, re-derive the exact noise, recount the
-raw grid as of the release's roll-up epoch (from the append-only count deltas,
+raw grid as of the release's roll-up epoch (from the count deltas of epochs up to it,
 not the current totals), and check that every stored noisy count equals raw +
 noise (and, for a release grouped by region, that every stored selection count equals
 the cell's raw report count + its selection noise, drawn after the grid's) and that the
@@ -54,7 +54,7 @@ def _open_seed(release: Release) -> bytes:
 
 
 def _raw_counts(release: Release, spec, query) -> np.ndarray:
-    """The raw grid as the release counted it: the roll-up's append-only deltas up to its epoch."""
+    """The raw grid as the release counted it: the roll-up deltas of the epochs up to its own."""
     if release.data_epoch is None:
         raise ApiError("audit_data_unavailable", "This release predates roll-up epochs: the raw counts it was "
                        "computed on are not kept, so it cannot be replayed.", http_status=409)
