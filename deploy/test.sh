@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -c deploy/constraints.txt -e ".[test,bench]"
+.venv/bin/python -m pip install -q --disable-pip-version-check -c deploy/constraints.txt -e ".[test,bench,train]"
 export DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/privtel}"
 export REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}"
 # PostgreSQL makes these required (docs/operations.md, "Required environment"): fresh ones per run.
