@@ -82,7 +82,7 @@ def test_the_sdk_imports_no_django_and_nothing_of_the_server():
     assert violations(["telemetry/sdk"], forbidden, allowed=("telemetry.sdk",)) == []
 
 
-PURE_ACCOUNTING = ("accounting.accountants", "accounting.events", "accounting.types")
+PURE_ACCOUNTING = ("accounting.accountants", "accounting.calibration", "accounting.events", "accounting.types")
 
 
 def test_the_accountants_and_events_import_no_django_and_no_app():
@@ -123,6 +123,33 @@ def test_importing_the_framework_free_parts_loads_no_django():
                    and not _is_under(m, ("telemetry.sdk", *PURE_ACCOUNTING))
                    and m not in ("telemetry", "accounting")]  # the packages' __init__, both empty
     assert server_side == []
+
+
+def test_torch_is_imported_only_by_the_dpsgd_engine():
+    """torch is the optional ``[train]`` extra: only privacy/dpsgd/ may import it, statically..."""
+    everything = ["privacy", "deploy", *[app for app in APPS if (REPO / app).is_dir()]]
+    found = violations(everything, ("torch",))
+    assert [v for v in found if not v.startswith("privacy/dpsgd/")] == []
+    assert any(v.startswith("privacy/dpsgd/engine.py") for v in found)  # the rule sees the engine's import
+
+
+def test_the_service_loads_without_torch_at_run_time():
+    """...and dynamically: ``privacy``, its other modules, the dataset readers and the pure accounting
+    (calibration included) load no torch in a fresh interpreter."""
+    names = sorted({_module_name(path) for path in _modules("privacy")
+                    if not _is_under(_module_name(path), ("privacy.dpsgd",))}
+                   | {"privacy.dpsgd", "privacy.dpsgd.datasets"} | set(PURE_ACCOUNTING))
+    script = (
+        "import importlib, json, sys\n"
+        f"for name in {names!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [m for m in json.loads(done.stdout) if _is_under(m, ("torch",))] == []
 
 
 # --- the checker itself ---------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 __all__ = [
+    "CLIP_MARGIN",
     "CLIP_STABILIZER",
     "DPSGDConfig",
     "DPSGDTrainer",
@@ -48,8 +49,10 @@ __all__ = [
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Gradients = dict[str, torch.Tensor]
 
-# Added to a norm before dividing by it (as Opacus does): a zero gradient gets factor 1, and
-# C / (‖g‖ + 1e-6) · ‖g‖ < C, so a clipped norm never exceeds C even after rounding.
+# A clipped gradient is scaled to C / (‖g‖·(1 + 1e-5) + 1e-6), not exactly C / ‖g‖: the relative
+# margin exceeds float32's rounding error in a norm, so the clipped norm, computed again, never
+# exceeds C; the additive term keeps a zero gradient finite (Opacus adds 1e-6 the same way).
+CLIP_MARGIN = 1e-5
 CLIP_STABILIZER = 1e-6
 
 
@@ -116,8 +119,9 @@ def per_example_norms(per_example: Gradients) -> torch.Tensor:
 
 
 def clip_factors(per_example: Gradients, clip_norm: float) -> torch.Tensor:
-    """min(1, C / (‖g_i‖ + 1e-6)) per example: g_i times its factor has norm ≤ C (Abadi et al. 2016, Alg. 1)."""
-    return (clip_norm / (per_example_norms(per_example) + CLIP_STABILIZER)).clamp(max=1.0)
+    """min(1, C / ‖g_i‖) per example, with a safety margin: g_i times its factor has norm ≤ C (Abadi et al. 2016)."""
+    norms = per_example_norms(per_example)
+    return (clip_norm / (norms * (1 + CLIP_MARGIN) + CLIP_STABILIZER)).clamp(max=1.0)
 
 
 def _clipped_sum(per_example: Gradients, clip_norm: float) -> Gradients:
