@@ -23,7 +23,7 @@ from telemetry.catalog import catalog
 from telemetry.ingest.libpq_store import LibpqStore
 from telemetry.ingest.orm_store import OrmStore
 from telemetry.ingest.result import IngestResult, replayed_result
-from telemetry.ingest.store import BatchHeader, BatchStore, Staged
+from telemetry.ingest.store import BatchHeader, BatchStore, Claim, Staged
 from telemetry.ingest.validation import Validated, parse_envelope, validate_items
 
 
@@ -41,6 +41,22 @@ def _staged(valid: Validated, admitted: list[bool]) -> Staged:
     return [(metric_id, staging.pack_rows(catalog.by_id(metric_id), rows)) for metric_id, rows in by_metric.items()]
 
 
+def _store_in_one_step(store: BatchStore, valid: Validated, counters: limits.CounterPlan) -> Claim | None:
+    """The usual batch, within its client's bounds: every item admitted, in one step (None: not stored)."""
+    increments, bounds = limits.if_all_admitted(counters, valid.groups, valid.item_groups)
+    return store.store_if_within_bounds(valid.rejections, counters, _staged(valid, [True] * len(valid.rows)),
+                                        increments, bounds)
+
+
+def _store_item_by_item(store: BatchStore, valid: Validated, counters: limits.CounterPlan | None) -> Claim:
+    """Claim, read the client's locked counters, decide each item in order, stage the admitted ones."""
+    claim = store.claim(valid.rejections, counters)
+    if claim.stored is None and counters is not None:
+        admitted, increments = limits.decide(counters, valid.groups, valid.item_groups, claim.counts)
+        store.commit(_staged(valid, admitted), increments, counters)
+    return claim
+
+
 def ingest_batch(*, ingest_key_id: int, body: bytes) -> IngestResult:
     """Ingest one ``POST /api/v1/reports`` body: ApiError for a bad envelope or a batch_id conflict."""
     envelope = parse_envelope(body)
@@ -48,18 +64,9 @@ def ingest_batch(*, ingest_key_id: int, body: bytes) -> IngestResult:
     header = BatchHeader(envelope.batch_id, ingest_key_id, envelope.digest, len(envelope.reports))
     counters = limits.plan(envelope.client_id, valid.groups) if valid.rows else None  # secrets: before the transaction
     with _open_store(header) as store:
-        if counters is not None:  # the usual batch, within its bounds: one step
-            increments, bounds = limits.if_all_admitted(counters, valid.groups, valid.item_groups)
-            every_row = [True] * len(valid.rows)
-            stored = store.store_if_within_bounds(valid.rejections, counters, _staged(valid, every_row),
-                                                  increments, bounds)
-            if stored is not None:
-                return replayed_result(header, stored.stored) if stored.stored else \
-                    IngestResult(envelope.batch_id, header.item_count, valid.rejections)
-        claim = store.claim(valid.rejections, counters)
-        if claim.stored is not None:
-            return replayed_result(header, claim.stored)
-        if counters is not None:
-            admitted, increments = limits.decide(counters, valid.groups, valid.item_groups, claim.counts)
-            store.commit(_staged(valid, admitted), increments, counters)
+        claim = _store_in_one_step(store, valid, counters) if counters is not None else None
+        if claim is None:
+            claim = _store_item_by_item(store, valid, counters)
+    if claim.stored is not None:
+        return replayed_result(header, claim.stored)
     return IngestResult(envelope.batch_id, header.item_count, valid.rejections)
