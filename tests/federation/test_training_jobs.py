@@ -78,13 +78,13 @@ def test_the_service_lists_the_zoo_without_importing_torch():
     assert services.MODEL_NAMES == tuple(sorted(MODELS))
 
 
-def test_digits_is_registered_with_its_holdout_split_and_the_default_cap(digits, settings):
+def test_digits_is_registered_with_its_holdout_split_and_the_default_cap(admin, digits, settings):
     train, test = selectors.read_dataset(digits)
     assert (digits.num_examples, digits.num_test_examples) == (len(train), len(test)) == (1438, 359)
     assert list(train.input_shape) == digits.input_shape and digits.num_classes == 10
     assert not set(map(bytes, train.features)) & set(map(bytes, test.features[:50]))  # disjoint splits
-    cap = PartitionCap.objects.get(scope=f"dataset:{digits.pk}")
-    assert cap.lifetime_epsilon_micro == int(settings.PRIVACY["DEFAULT_PARTITION_CAP_EPSILON"]) * 1_000_000
+    [listed] = admin[1].get("/api/v1/training/datasets").json()["datasets"]
+    assert listed["lifetime_epsilon"] == float(settings.PRIVACY["DEFAULT_PARTITION_CAP_EPSILON"])
 
 
 def _npz_bytes(n=40, shape=(3, 4)) -> bytes:
@@ -135,8 +135,7 @@ def test_a_malformed_upload_is_invalid_dataset_and_nothing_is_stored(admin, var_
         "name": "bad", "kind": kind, "content_base64": base64.b64encode(content).decode()}, format="json")
     assert response.status_code == 400 and response.json()["code"] == "invalid_dataset", response.json()
     assert not Dataset.objects.filter(name="bad").exists()
-    assert not PartitionCap.objects.filter(scope__startswith="dataset:").exclude(
-        scope=f"dataset:{Dataset.objects.get(name='digits').pk}").exists()
+    assert not PartitionCap.objects.exists()
     assert not (var_dir / "datasets").exists() or not any((var_dir / "datasets").rglob("*.*"))
 
 
