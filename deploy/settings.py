@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "accounting",
     "telemetry",
+    "federation",
 ]
 
 # A token- and key-authenticated JSON API: DRF's views and the ingest view are CSRF-exempt (no
@@ -169,7 +170,8 @@ else:
         "store_processed": False,
     }
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_ROUTES = {"federation.tasks.*": {"queue": "training"}}
+# Only the training task goes to the GPU hosts' queue; any other federation task stays on "default".
+CELERY_TASK_ROUTES = {"federation.tasks.run_training_job": {"queue": "training"}}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_ALWAYS_EAGER = _env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 # The roll-up folds staged reports into counts and deletes them: a staged batch is linkable to its

@@ -273,7 +273,7 @@ def _codes_in_code() -> set[str]:
     """Every code an ApiError is raised with, the codes of DRF's exceptions, and deploy/urls.py's."""
     from deploy.api.errors import _DRF_CODES
 
-    sources = [p for app in ("deploy", "accounting", "telemetry") for p in (ROOT / app).rglob("*.py")
+    sources = [p for app in ("deploy", "accounting", "telemetry", "federation") for p in (ROOT / app).rglob("*.py")
                if "sdk" not in p.parts and "migrations" not in p.parts]
     raised = re.compile(r"""ApiError\(\s*["']([a-z_]+)["']""")
     codes = {code for path in sources for code in raised.findall(path.read_text())}

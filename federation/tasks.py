@@ -1,0 +1,73 @@
+"""The training task: one DP-SGD job, run on the ``training`` queue (GPU hosts).
+
+``acks_late``: the broker redelivers a job whose worker died mid-run, and the task resumes
+from the job's last checkpoint (model, optimizer, both generators, step count), so the
+resumed run takes exactly the steps an uninterrupted one would. Its ε was charged in full
+when the job was created, so nothing is charged here, on a first run or a redelivery.
+
+Progress shown on the job is the step count, epochs, the ε of the steps done and the log;
+never the training loss or training accuracy (DP-SGD does not privatize them). Accuracy is
+measured once, at the end, on the held-out test split.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+
+from federation import selectors, services
+from federation.models import FINISHED_STATUSES, TrainingJob
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(name="federation.tasks.run_training_job", acks_late=True)
+def run_training_job(job_id: int) -> str:
+    """Run (or resume) the job; its final status. A finished job is left as it is (a duplicate delivery)."""
+    job = selectors.job_by_id(job_id)
+    if job is None:
+        return "missing"
+    if job.status in FINISHED_STATUSES:
+        return job.status
+    if job.cancel_requested:
+        services.stop_job(job=job, status="cancelled", message="cancelled before it started")
+        return "cancelled"
+    try:
+        return _train(job)
+    except Exception as exc:  # a bug or a bad file: the job says so; its charge stays
+        logger.exception("training job %s failed", job_id)
+        services.stop_job(job=job, status="failed", message=f"failed: {type(exc).__name__}: {exc}")
+        return "failed"
+
+
+def _train(job: TrainingJob) -> str:
+    # torch is the [train] extra: only training workers load it, when a job runs.
+    from privacy.dpsgd.engine import DPSGDConfig
+    from privacy.dpsgd.runs import TrainingRun
+
+    train, test = selectors.read_dataset(job.dataset)
+    config = DPSGDConfig(clip_norm=job.clip_norm, noise_multiplier=job.noise_multiplier,
+                         sampling_probability=job.sampling_probability)
+    run = TrainingRun(model_name=job.model_name, features=train.features, labels=train.labels,
+                      num_classes=job.dataset.num_classes, config=config, learning_rate=job.learning_rate,
+                      seed=job.seed)
+    directory = selectors.job_dir(job)
+    checkpoint = directory / "checkpoint.pt"
+    if checkpoint.exists():
+        run.load_checkpoint(checkpoint)
+    per_epoch = run.steps_per_epoch
+    services.start_job(job=job, device=str(run.device), steps_done=run.steps_taken, steps_per_epoch=per_epoch)
+    while run.steps_taken < job.total_steps:
+        if selectors.cancel_requested(job.pk):
+            services.stop_job(job=job, status="cancelled", message=f"cancelled after step {run.steps_taken}",
+                              steps_done=run.steps_taken, steps_per_epoch=per_epoch)
+            return "cancelled"
+        run.step()
+        if run.steps_taken % job.checkpoint_every == 0 or run.steps_taken == job.total_steps:
+            run.save_checkpoint(checkpoint)
+            services.record_progress(job=job, steps_done=run.steps_taken, steps_per_epoch=per_epoch)
+    run.save_weights(directory / "weights.pt")
+    services.complete_job(job=job, test_accuracy=run.test_accuracy(test.features, test.labels),
+                          steps_per_epoch=per_epoch)
+    return "succeeded"
