@@ -176,6 +176,9 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_ALWAYS_EAGER = _env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 # The roll-up folds staged reports into counts and deletes them: a staged batch is linkable to its
 # batch record for at most this long (the staging window, docs/privacy.md), so it is bounded.
+# Training datasets: uploads are stored here, and MNIST-style IDX directories may be registered from here.
+TRAINING_DATA_DIR = Path(os.environ.get("TRAINING_DATA_DIR", VAR_DIR / "datasets"))
+
 ROLLUP_INTERVAL_S = int(os.environ.get("ROLLUP_INTERVAL_S", "30"))
 MAX_ROLLUP_INTERVAL_S = 300
 if not 1 <= ROLLUP_INTERVAL_S <= MAX_ROLLUP_INTERVAL_S:

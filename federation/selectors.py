@@ -20,7 +20,7 @@ HOLDOUT_SEED = 0
 
 def data_dir() -> Path:
     """Where uploads are stored and MNIST may be registered from: ``TRAINING_DATA_DIR``, else VAR_DIR/datasets."""
-    return Path(getattr(settings, "TRAINING_DATA_DIR", Path(settings.VAR_DIR) / "datasets"))
+    return Path(settings.TRAINING_DATA_DIR)
 
 
 def job_dir(job: TrainingJob) -> Path:

@@ -40,6 +40,7 @@ MNIST = Path("/work/shared/data/mnist")
 @pytest.fixture(autouse=True)
 def var_dir(settings, tmp_path):
     settings.VAR_DIR = tmp_path
+    settings.TRAINING_DATA_DIR = tmp_path / "datasets"  # the setting's default, under this test's VAR_DIR
     return tmp_path
 
 
