@@ -226,6 +226,15 @@ try:
 except ValueError:
     raise ImproperlyConfigured("AUDIT_KEY must be 64 hex digits (an AES-256 key); see docs/operations.md.") from None
 
+# Ed25519 seed (64 hex digits) the transparency log signs its tree heads with (docs/api.md, "Export
+# registry"). Generated into VAR_DIR when unset: set it in production, or every host signs with its own key.
+LOG_SIGNING_KEY = os.environ.get("LOG_SIGNING_KEY", "").strip() or _embedded_secret("log_signing_key")
+try:
+    if len(bytes.fromhex(LOG_SIGNING_KEY)) != 32:
+        raise ValueError
+except ValueError:
+    raise ImproperlyConfigured("LOG_SIGNING_KEY must be 64 hex digits (an Ed25519 seed); see docs/api.md.") from None
+
 # HTTPS (manage.py check --deploy is clean with these defaults). On by default unless DEBUG is on;
 # the test suite and the benchmarks serve plain HTTP on localhost and turn the redirect off.
 SECURE_SSL_REDIRECT = _env_bool("SECURE_SSL_REDIRECT", not DEBUG)

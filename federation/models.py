@@ -75,3 +75,73 @@ class TrainingJob(models.Model):
 
     class Meta:
         constraints = [models.CheckConstraint(condition=models.Q(total_steps__gt=0), name="training_job_steps")]
+
+
+# --- the export registry and its transparency log (issue 10) ----------------------------------------
+
+
+class Contributor(models.Model):
+    """A participant that may post signed exports: its Ed25519 public key and lifetime budget.
+
+    Its budget is the lifetime cap of the ledger partition ``contributor:<id>`` (a PartitionCap row).
+    ``pseudonym`` is ``signing.contributor_pseudonym`` of the key: what exports name it by.
+    """
+
+    name = models.CharField(max_length=100, unique=True)
+    public_key = models.BinaryField(max_length=32)
+    pseudonym = models.CharField(max_length=64, unique=True)
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    @property
+    def scope(self) -> str:
+        """The ledger scope (and spender key) of its lifetime cap."""
+        return f"contributor:{self.pk}"
+
+
+class Export(models.Model):
+    """An accepted export: the signed body exactly as signed (canonical JSON) and what it cost."""
+
+    contributor = models.ForeignKey(Contributor, on_delete=models.PROTECT, related_name="exports")
+    canonical_json = models.TextField()  # canonical_bytes of the whole body, signature included
+    digest = models.CharField(max_length=64, unique=True)  # SHA-256 of the signed part's canonical bytes
+    domain = models.CharField(max_length=200)
+    segment_kinds = models.JSONField()
+    observations = models.BigIntegerField()
+    epsilon_claimed_micro = models.BigIntegerField()  # the proof's ε at its own δ, as the server recomputed it
+    proof_delta = models.FloatField()
+    epsilon_charged_micro = models.BigIntegerField()  # what the ledger charged (at the ledger's δ)
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+
+class LogEntry(models.Model):
+    """One leaf of the transparency log: the entry's bytes, in log order."""
+
+    index = models.BigIntegerField(unique=True)
+    entry = models.BinaryField()
+    leaf_hash = models.BinaryField(max_length=32)
+    export = models.OneToOneField(Export, null=True, on_delete=models.PROTECT, related_name="log_entry")
+
+
+class LogNode(models.Model):
+    """The hash of the complete subtree over leaves [index·2^level, (index+1)·2^level) (level 0: leaf hashes)."""
+
+    level = models.SmallIntegerField()
+    index = models.BigIntegerField()
+    hash = models.BinaryField(max_length=32)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["level", "index"], name="log_node_level_index")]
+
+
+class TreeHead(models.Model):
+    """Every signed tree head the server has served, kept so verify_log can detect truncation."""
+
+    tree_size = models.BigIntegerField()
+    root_hash = models.BinaryField(max_length=32)
+    timestamp_ms = models.BigIntegerField()
+    key_id = models.CharField(max_length=64)
+    signature = models.BinaryField(max_length=64)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tree_size", "key_id"], name="tree_head_size_key")]
