@@ -4,7 +4,7 @@ With no environment at all the service runs on embedded defaults: a SQLite
 file and a filesystem Celery broker under ``VAR_DIR``, an in-process cache,
 secrets generated into ``VAR_DIR``. That is for one process on a
 laptop. On PostgreSQL, or with DEBUG off, the service fails closed: it refuses
-to start without ``REDIS_URL``, ``SECRET_KEY`` and ``AUDIT_KEY``, and the
+to start without ``REDIS_URL``, ``SECRET_KEY``, ``AUDIT_KEY`` and ``LOG_SIGNING_KEY``, and the
 HTTPS settings default to production values; see docs/operations.md.
 """
 
@@ -120,7 +120,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Fail closed. Generated secrets are for one process on a laptop: several processes would each
 # make their own audit key; and production needs a real broker for the roll-up and expiry tasks.
-_required_in_production = ("REDIS_URL", "SECRET_KEY", "AUDIT_KEY")
+_required_in_production = ("REDIS_URL", "SECRET_KEY", "AUDIT_KEY", "LOG_SIGNING_KEY")
 _embedded = DEBUG and not _on_postgresql
 _missing = [name for name in _required_in_production if not os.environ.get(name, "").strip()]
 if _missing and not _embedded:
@@ -227,7 +227,7 @@ except ValueError:
     raise ImproperlyConfigured("AUDIT_KEY must be 64 hex digits (an AES-256 key); see docs/operations.md.") from None
 
 # Ed25519 seed (64 hex digits) the transparency log signs its tree heads with (docs/api.md, "Export
-# registry"). Generated into VAR_DIR when unset: set it in production, or every host signs with its own key.
+# registry"). Required in production (above); generated into VAR_DIR for the embedded default only.
 LOG_SIGNING_KEY = os.environ.get("LOG_SIGNING_KEY", "").strip() or _embedded_secret("log_signing_key")
 try:
     if len(bytes.fromhex(LOG_SIGNING_KEY)) != 32:

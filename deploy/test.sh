@@ -10,6 +10,7 @@ export REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}"
 # PostgreSQL makes these required (docs/operations.md, "Required environment"): fresh ones per run.
 export AUDIT_KEY="${AUDIT_KEY:-$(.venv/bin/python -c 'import secrets; print(secrets.token_hex(32))')}"
 export SECRET_KEY="${SECRET_KEY:-$(.venv/bin/python -c 'import secrets; print(secrets.token_hex(32))')}"
+export LOG_SIGNING_KEY="${LOG_SIGNING_KEY:-$(.venv/bin/python -c 'import secrets; print(secrets.token_hex(32))')}"
 # The tests talk plain HTTP to Django's test client and to servers on localhost.
 export SECURE_SSL_REDIRECT="${SECURE_SSL_REDIRECT:-false}"
 exec .venv/bin/python -m pytest "$@"

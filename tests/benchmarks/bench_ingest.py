@@ -490,6 +490,7 @@ def _run(args: argparse.Namespace, database_url: str, redis_url: str) -> dict:
         "REDIS_URL": redis_url,
         "SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_hex(32),
         "AUDIT_KEY": os.environ.get("AUDIT_KEY") or secrets.token_hex(32),
+        "LOG_SIGNING_KEY": os.environ.get("LOG_SIGNING_KEY") or secrets.token_hex(32),
         "DEBUG": "0",
         "LOG_LEVEL": "WARNING",
         "GUNICORN_BIND": f"127.0.0.1:{port}",

@@ -90,6 +90,7 @@ def setup_django(db: str) -> None:
     os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/14")
     os.environ["PRIVACY_REGIONS"] = ",".join(REGIONS)
     os.environ.setdefault("AUDIT_KEY", "ab" * 32)
+    os.environ.setdefault("LOG_SIGNING_KEY", "cd" * 32)
     os.environ.setdefault("SECRET_KEY", "bench-query-not-secret")
     os.environ.setdefault("SECURE_SSL_REDIRECT", "false")  # the benchmark's client speaks plain HTTP
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "deploy.settings")

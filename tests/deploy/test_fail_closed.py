@@ -18,12 +18,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 # Never connected to: neither `django.setup()` nor `check --deploy` opens a connection.
 POSTGRES_URL = "postgres://privtel@db.invalid:5432/privtel"
-REQUIRED = ("REDIS_URL", "SECRET_KEY", "AUDIT_KEY")
+REQUIRED = ("REDIS_URL", "SECRET_KEY", "AUDIT_KEY", "LOG_SIGNING_KEY")
 
 
 def _production_env() -> dict[str, str]:
     return {"DATABASE_URL": POSTGRES_URL, "REDIS_URL": "redis://redis.invalid:6379/0",
             "SECRET_KEY": secrets.token_urlsafe(50), "AUDIT_KEY": secrets.token_hex(32),
+            "LOG_SIGNING_KEY": secrets.token_hex(32),
             "ALLOWED_HOSTS": "telemetry.example.org"}
 
 
@@ -73,11 +74,11 @@ def test_postgresql_refuses_to_start_without_each_required_variable(tmp_path, mi
 @pytest.mark.parametrize("env", [
     {"DATABASE_URL": POSTGRES_URL, "DEBUG": "true"},  # DEBUG on does not excuse PostgreSQL
     {"DEBUG": "false"},  # nor does SQLite excuse DEBUG off
-    {"DATABASE_URL": POSTGRES_URL, "REDIS_URL": " ", "SECRET_KEY": "", "AUDIT_KEY": ""},  # blank is missing
+    {"DATABASE_URL": POSTGRES_URL, "REDIS_URL": " ", "SECRET_KEY": "", "AUDIT_KEY": "", "LOG_SIGNING_KEY": ""},  # blank is missing
 ], ids=["postgresql-debug-on", "sqlite-debug-off", "blank-values"])
 def test_only_the_embedded_default_may_run_without_them(tmp_path, env):
     message = _refusal(_setup(env, tmp_path))
-    assert "Missing REDIS_URL, SECRET_KEY, AUDIT_KEY" in message
+    assert "Missing REDIS_URL, SECRET_KEY, AUDIT_KEY, LOG_SIGNING_KEY" in message
 
 
 def test_production_starts_with_them_and_writes_no_secret(tmp_path):

@@ -107,7 +107,8 @@ def service(own_postgres):
     with psycopg.connect(own_postgres.url("postgres"), autocommit=True) as admin:
         admin.execute("CREATE DATABASE privtel_outage")
     env = {**os.environ, "DATABASE_URL": own_postgres.url("privtel_outage"), "REDIS_URL": settings.REDIS_URL,
-           "SECRET_KEY": secrets.token_hex(32), "AUDIT_KEY": secrets.token_hex(32), "DEBUG": "false",
+           "SECRET_KEY": secrets.token_hex(32), "AUDIT_KEY": secrets.token_hex(32),
+           "LOG_SIGNING_KEY": secrets.token_hex(32), "DEBUG": "false",
            "SECURE_SSL_REDIRECT": "false", "PRIVACY_REGIONS": "DE,FR", "CONN_MAX_AGE": "600",
            "GUNICORN_BIND": f"127.0.0.1:{_free_port()}", "GUNICORN_WORKERS": str(WORKERS), "LOG_LEVEL": "ERROR"}
     _manage(env, "migrate", "-v", "0")
