@@ -156,8 +156,12 @@ REST_FRAMEWORK = {
 }
 
 # Celery: Redis when configured, else a filesystem broker the embedded worker shares.
+# A task acked late (the training task) whose worker died is redelivered by Redis after this many
+# seconds; it must exceed the longest training job, or a running job is delivered twice.
+CELERY_VISIBILITY_TIMEOUT_S = int(os.environ.get("CELERY_VISIBILITY_TIMEOUT_S", "3600"))
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT_S}
 else:
     CELERY_BROKER_URL = "filesystem://"
     _broker_dir = VAR_DIR / "celery-broker"

@@ -23,13 +23,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import torch
 from scipy import stats
 from torch import nn
 
-__all__ = ["AUDIT_METHOD", "CanarySet", "audit", "canary_scores", "make_canaries", "one_run_epsilon_lower_bound"]
+__all__ = ["AUDIT_METHOD", "CanarySet", "audit", "canary_scores", "load_canaries", "make_canaries",
+           "one_run_epsilon_lower_bound", "save_canaries", "with_included"]
 
 AUDIT_METHOD = "one-run (Steinke, Nasr & Jagielski 2023)"
 DEFAULT_CONFIDENCE = 0.95
@@ -58,6 +61,21 @@ def make_canaries(count: int, input_shape: tuple[int, ...], num_classes: int,
     # Steinke et al. 2023, Section 3: independent inclusion with probability 1/2 makes the guesses a binomial test.
     included = rng.random(count) < 0.5
     return CanarySet(features=features, labels=labels, included=included)
+
+
+def save_canaries(canaries: CanarySet, path: str | Path) -> None:
+    """Written to a temporary name and renamed: a resumed run must train on the very same canaries."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("wb") as stream:
+        np.savez(stream, features=canaries.features, labels=canaries.labels, included=canaries.included)
+    os.replace(partial, path)
+
+
+def load_canaries(path: str | Path) -> CanarySet:
+    with np.load(path, allow_pickle=False) as archive:
+        return CanarySet(features=archive["features"], labels=archive["labels"], included=archive["included"])
 
 
 def with_included(features: np.ndarray, labels: np.ndarray, canaries: CanarySet) -> tuple[np.ndarray, np.ndarray]:
