@@ -1,4 +1,5 @@
-"""Training jobs end to end with real Celery workers on the real Redis broker (issue 11).
+"""Training jobs end to end with real Celery workers on the real Redis broker (issue 11), and the
+``canaries`` option (the one-run audit in the model card), first in-process.
 
 The workers are subprocesses (``celery -A deploy worker -Q training -c 1 --pool solo``) on this
 test's database (so the test is transactional: the workers see committed rows only) and on
@@ -23,7 +24,6 @@ from accounting.models import LedgerEntry
 from federation import selectors
 from federation.models import TrainingJob
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
 DELTA = 1e-6
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,6 +93,44 @@ def _shown(api, job_id: int) -> dict:
     return api.get(f"/api/v1/training/jobs/{job_id}").json()
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize("canaries", [-1, 1439, "4", True])
+def test_a_bad_canary_count_is_refused_and_writes_nothing(api, canaries):
+    response = api.post("/api/v1/training/jobs", {"dataset": "digits", "model": "logreg", "epochs": 1,
+                        "batch_size": 64, "learning_rate": 0.5, "clip_norm": 1.0, "noise_multiplier": 1.0,
+                        "canaries": canaries}, format="json")
+    assert response.status_code == 400
+    assert (response.json()["code"], response.json()["field"]) == ("invalid_training_parameter", "canaries")
+    assert not TrainingJob.objects.exists() and not LedgerEntry.objects.exists()
+
+
+@pytest.mark.django_db
+def test_canaries_are_drawn_once_and_their_audit_is_in_the_model_card(api, monkeypatch):
+    from federation.tasks import run_training_job
+    from privacy.dpsgd import audit
+
+    monkeypatch.setattr("federation.services._enqueue", lambda job_id: None)  # run in-process below
+    job_id = _create(api, model="logreg", epochs=1, batch_size=256, checkpoint_every=2, canaries=30)
+    drawn = []
+    make = audit.make_canaries
+    monkeypatch.setattr(audit, "make_canaries", lambda *args: drawn.append(make(*args)) or drawn[-1])
+    job = TrainingJob.objects.get(pk=job_id)
+    assert run_training_job(job_id) == "succeeded"
+    [canaries] = drawn
+    stored = audit.load_canaries(selectors.job_dir(job) / "canaries.npz")
+    assert (stored.features == canaries.features).all() and (stored.included == canaries.included).all()
+    card = _shown(api, job_id)["model_card"]
+    assert card["audit"]["canaries"] == 30 and card["audit"]["guesses"] == 14 and card["audit"]["confidence"] == 0.95
+    assert 0 <= card["audit"]["epsilon_lower_bound"] <= card["privacy"]["epsilon"]
+    assert any("canaries" in note for note in card["notes"])
+    assert _shown(api, job_id)["parameters"]["canaries"] == 30
+    # a rerun (a redelivery after a crash) reads the stored canaries instead of drawing new ones
+    TrainingJob.objects.filter(pk=job_id).update(status="running")
+    assert run_training_job(job_id) == "succeeded" and len(drawn) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_a_worker_killed_mid_run_loses_nothing_and_the_job_resumes_on_a_new_worker(api, start_worker):
     job_id = _create(api, canaries=40)
     first = start_worker()
@@ -124,6 +162,8 @@ def test_a_worker_killed_mid_run_loses_nothing_and_the_job_resumes_on_a_new_work
     assert (selectors.job_dir(job) / "weights.pt").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_a_running_job_is_cancelled_by_the_api_and_a_finished_one_is_not(api, start_worker):
     start_worker()
     job_id = _create(api, epochs=40)
