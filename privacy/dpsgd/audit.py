@@ -3,8 +3,8 @@
 The one-run audit of Steinke, Nasr & Jagielski 2023 ("Privacy Auditing with One (1) Training
 Run", NeurIPS 2023):
 
-1. m canaries are drawn: out-of-distribution inputs (uniform noise) with random labels, which
-   only memorization can fit. Each is included in the training set independently with
+1. m canaries are drawn: out-of-distribution inputs (independent ±1 pixels, far from the data
+   and from one another) with random labels, which only memorization can fit. Each is included in the training set independently with
    probability 1/2 (:func:`make_canaries`).
 2. After training, each canary is scored by minus its loss (:func:`canary_scores`): a member
    should have a lower loss.
@@ -53,7 +53,7 @@ class CanarySet:
 
 def make_canaries(count: int, input_shape: tuple[int, ...], num_classes: int,
                   rng: np.random.Generator) -> CanarySet:
-    """``count`` uniform-noise inputs in [0, 1) with uniform labels, each included with probability 1/2."""
+    """``count`` inputs of independent ±1 entries with uniform labels, each included with probability 1/2."""
     if count < 1:
         raise ValueError("an audit needs at least one canary")
     features = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=(count, *input_shape))
