@@ -156,8 +156,17 @@ REST_FRAMEWORK = {
 }
 
 # Celery: Redis when configured, else a filesystem broker the embedded worker shares.
+# A task acked late (the training task) whose worker died is redelivered by Redis after this many
+# seconds; it must exceed the longest training job, or a running job is delivered twice. Workers look
+# for such tasks every tenth of it (1 to 100 s; kombu's own default sweep is every 100 s).
+CELERY_VISIBILITY_TIMEOUT_S = int(os.environ.get("CELERY_VISIBILITY_TIMEOUT_S", "3600"))
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": CELERY_VISIBILITY_TIMEOUT_S,
+        "unacked_restore_interval": min(100, max(1, CELERY_VISIBILITY_TIMEOUT_S // 10)),
+        "unacked_restore_throttle": 1,
+    }
 else:
     CELERY_BROKER_URL = "filesystem://"
     _broker_dir = VAR_DIR / "celery-broker"

@@ -59,6 +59,7 @@ class TrainingJob(models.Model):
     epsilon_micro = models.BigIntegerField()  # what the ledger charged: PLD ε(δ) of the whole run, in µε
     seed = models.BigIntegerField(null=True, blank=True)
     checkpoint_every = models.IntegerField()
+    canaries = models.IntegerField(default=0)  # m canaries for the one-run audit (privacy.dpsgd.audit); 0: none
 
     status = models.CharField(max_length=10, choices=JOB_STATUSES, default="queued")
     cancel_requested = models.BooleanField(default=False)

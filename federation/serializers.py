@@ -14,7 +14,7 @@ from privacy.epsilon import from_micro
 
 DATASET_FIELDS = {"name", "kind", "lifetime_epsilon", "content_base64", "path", "label_column"}
 JOB_FIELDS = {"dataset", "model", "epochs", "batch_size", "learning_rate", "clip_norm", "target_epsilon",
-              "noise_multiplier", "delta", "seed", "checkpoint_every"}
+              "noise_multiplier", "delta", "seed", "checkpoint_every", "canaries"}
 MAX_EPOCHS = 1000
 DEFAULT_CHECKPOINT_EVERY = 100
 
@@ -99,7 +99,16 @@ def job_input(body) -> dict:
         "delta": delta,
         "seed": seed,
         "checkpoint_every": _positive_int(body, "checkpoint_every", default=DEFAULT_CHECKPOINT_EVERY),
+        "canaries": _canaries(body),
     }
+
+
+def _canaries(body: dict) -> int:
+    """m canaries for the audit (0: no audit); the service checks m against the dataset's size."""
+    value = body.get("canaries", 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ApiError("invalid_training_parameter", "canaries must be a non-negative integer.", field="canaries")
+    return value
 
 
 def dataset_json(dataset: Dataset, budget: tuple[int, int]) -> dict:
@@ -120,7 +129,7 @@ def job_json(job: TrainingJob) -> dict:
                        "learning_rate": job.learning_rate, "clip_norm": job.clip_norm,
                        "noise_multiplier": job.noise_multiplier, "sampling_probability": job.sampling_probability,
                        "steps": job.total_steps, "target_epsilon": job.target_epsilon, "delta": job.delta,
-                       "seeded": job.seed is not None},
+                       "seeded": job.seed is not None, "canaries": job.canaries},
         "epsilon_charged": float(from_micro(job.epsilon_micro)) if job.epsilon_micro else 0.0,
         "progress": {"steps_done": job.steps_done, "total_steps": job.total_steps, "epochs_done": job.epochs_done,
                      "epsilon_spent": job.epsilon_spent},

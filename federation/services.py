@@ -131,7 +131,7 @@ def _job_delta(owner, requested: Decimal | None, num_examples: int) -> float:
 def create_training_job(*, owner, dataset: Dataset, model_name: str, epochs: int, expected_batch_size: int,
                         learning_rate: float, clip_norm: float, target_epsilon_micro: int | None,
                         noise_multiplier: float | None, delta: Decimal | None, seed: int | None,
-                        checkpoint_every: int) -> TrainingJob:
+                        checkpoint_every: int, canaries: int = 0) -> TrainingJob:
     """Calibrate σ, charge the whole run to the ledger, store the job and queue its task after commit;
     or raise (nothing written)."""
     if model_name not in MODEL_NAMES:
@@ -144,6 +144,8 @@ def create_training_job(*, owner, dataset: Dataset, model_name: str, epochs: int
     if expected_batch_size > n:
         raise ApiError("invalid_batch_size", f"batch_size {expected_batch_size} is larger than the dataset's "
                        f"{n} training examples.", field="batch_size")
+    if not 0 <= canaries <= n:
+        raise _parameter_error("canaries", f"canaries must be an integer in [0, {n}] (the training examples).")
     job_delta = _job_delta(owner, delta, n)
     q = expected_batch_size / n
     steps = epochs * max(1, round(1 / q))  # steps per epoch as the engine takes them
@@ -162,7 +164,7 @@ def create_training_job(*, owner, dataset: Dataset, model_name: str, epochs: int
             learning_rate=learning_rate, clip_norm=clip_norm, noise_multiplier=noise_multiplier,
             sampling_probability=q, total_steps=steps, delta=job_delta,
             target_epsilon=None if target_epsilon_micro is None else float(from_micro(target_epsilon_micro)),
-            epsilon_micro=0, seed=seed, checkpoint_every=checkpoint_every,
+            epsilon_micro=0, seed=seed, checkpoint_every=checkpoint_every, canaries=canaries,
         )
         paid = charge(spender=user_spender(owner), event=dpsgd_event(noise_multiplier, q, steps),
                       partitions=[Partition(dataset.scope)], subject=Subject("training_job", str(job.pk)))
@@ -237,7 +239,8 @@ def stop_job(*, job: TrainingJob, status: str, message: str, steps_done: int | N
     job.save(update_fields=_PROGRESS_FIELDS)
 
 
-def model_card(job: TrainingJob, test_accuracy: float) -> dict:
+def model_card(job: TrainingJob, test_accuracy: float, audit: dict | None = None) -> dict:
+    """The card; ``audit`` is the canary audit's result (privacy.dpsgd.audit.audit) when the job asked for one."""
     epsilon = float(from_micro(job.epsilon_micro))
     return {
         "job": job.pk,
@@ -261,18 +264,22 @@ def model_card(job: TrainingJob, test_accuracy: float) -> dict:
             "seeded": job.seed is not None,
         },
         "test_accuracy": test_accuracy,
+        "audit": audit,
         "notes": [
             "epsilon is what the ledger charged: the PLD figure rounded up to 1e-6; epsilon_rdp is the looser "
             "RDP bound of the same run",
             "test_accuracy is measured on the held-out split, which DP-SGD did not train on and which this "
             "figure does not protect",
+            *([f"{audit['canaries']} synthetic canaries were drawn and each put in the training set with "
+               "probability 1/2; epsilon_lower_bound is the one-run audit's empirical floor under epsilon "
+               f"(at {audit['confidence']:.0%} confidence), not an estimate of it"] if audit else []),
         ],
     }
 
 
-def complete_job(*, job: TrainingJob, test_accuracy: float, steps_per_epoch: int) -> None:
+def complete_job(*, job: TrainingJob, test_accuracy: float, steps_per_epoch: int, audit: dict | None = None) -> None:
     """Weights are saved: write the model card beside them and mark the job succeeded."""
-    card = model_card(job, test_accuracy)
+    card = model_card(job, test_accuracy, audit)
     directory = selectors.job_dir(job)
     (directory / "model-card.json").write_text(json.dumps(card, indent=2) + "\n")
     (directory / "checkpoint.pt").unlink(missing_ok=True)

@@ -8,6 +8,9 @@ when the job was created, so nothing is charged here, on a first run or a redeli
 Progress shown on the job is the step count, epochs, the ε of the steps done and the log;
 never the training loss or training accuracy (DP-SGD does not privatize them). Accuracy is
 measured once, at the end, on the held-out test split.
+
+A job with ``canaries`` m > 0 trains with m synthetic canaries, each included with probability
+1/2, and puts the one-run audit's empirical ε lower bound in its model card (privacy.dpsgd.audit).
 """
 
 from __future__ import annotations
@@ -43,16 +46,20 @@ def run_training_job(job_id: int) -> str:
 
 def _train(job: TrainingJob) -> str:
     # torch is the [train] extra: only training workers load it, when a job runs.
+    from privacy.dpsgd import audit
     from privacy.dpsgd.engine import DPSGDConfig
     from privacy.dpsgd.runs import TrainingRun
 
     train, test = selectors.read_dataset(job.dataset)
+    directory = selectors.job_dir(job)
+    canaries = _canaries(job, train, directory) if job.canaries else None
+    features, labels = (train.features, train.labels) if canaries is None else \
+        audit.with_included(train.features, train.labels, canaries)
     config = DPSGDConfig(clip_norm=job.clip_norm, noise_multiplier=job.noise_multiplier,
                          sampling_probability=job.sampling_probability)
-    run = TrainingRun(model_name=job.model_name, features=train.features, labels=train.labels,
+    run = TrainingRun(model_name=job.model_name, features=features, labels=labels,
                       num_classes=job.dataset.num_classes, config=config, learning_rate=job.learning_rate,
                       seed=job.seed)
-    directory = selectors.job_dir(job)
     checkpoint = directory / "checkpoint.pt"
     if checkpoint.exists():
         run.load_checkpoint(checkpoint)
@@ -68,6 +75,27 @@ def _train(job: TrainingJob) -> str:
             run.save_checkpoint(checkpoint)
             services.record_progress(job=job, steps_done=run.steps_taken, steps_per_epoch=per_epoch)
     run.save_weights(directory / "weights.pt")
+    audited = None if canaries is None else \
+        audit.audit(audit.canary_scores(run.trainer.model, canaries), canaries.included, job.delta)
     services.complete_job(job=job, test_accuracy=run.test_accuracy(test.features, test.labels),
-                          steps_per_epoch=per_epoch)
+                          steps_per_epoch=per_epoch, audit=audited)
     return "succeeded"
+
+
+def _canaries(job: TrainingJob, train, directory):
+    """The job's canaries, drawn once and kept beside its checkpoint so that a resumed run reuses them.
+
+    The training set is then n + (included canaries) examples, each still sampled with the job's q:
+    the accounting (q, σ, T) and so the charged ε are unchanged.
+    """
+    import numpy as np
+
+    from privacy.dpsgd import audit
+
+    path = directory / "canaries.npz"
+    if path.exists():
+        return audit.load_canaries(path)
+    rng = np.random.default_rng(job.seed)  # seed None: from the OS entropy source
+    canaries = audit.make_canaries(job.canaries, train.input_shape, job.dataset.num_classes, rng)
+    audit.save_canaries(canaries, path)
+    return canaries

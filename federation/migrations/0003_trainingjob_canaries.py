@@ -1,0 +1,6 @@
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    dependencies = [("federation", "0002_digits_dataset")]
+    operations = [migrations.AddField(model_name="trainingjob", name="canaries", field=models.IntegerField(default=0))]
