@@ -2,5 +2,5 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-    dependencies = [("federation", "0002_digits_dataset")]
+    dependencies = [("federation", "0003_export_registry")]
     operations = [migrations.AddField(model_name="trainingjob", name="canaries", field=models.IntegerField(default=0))]
