@@ -120,6 +120,20 @@ def test_batch_records_are_kept_report_max_age_plus_one_day(color, key):
 # --------------------------------------------------------------------------- queries and the roll-up
 
 
+def _start_thread(target, errors: list) -> threading.Thread:
+    """Run ``target`` in a thread that records its exception in ``errors`` and closes its connections."""
+    def run():
+        try:
+            target()
+        except BaseException as error:  # noqa: BLE001
+            errors.append(error)
+        finally:
+            connections.close_all()
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_query_neither_runs_nor_waits_for_a_rollup(q, analyst, color, short_region_axis, monkeypatch):
     """docs/architecture.md, "Query flow": staged reports stay staged through a query, and a query
@@ -143,22 +157,11 @@ def test_a_query_neither_runs_nor_waits_for_a_rollup(q, analyst, color, short_re
     monkeypatch.setattr(rollup, "_write_counts", hold_open)
     answers, errors = [], []
 
-    def in_thread(target):
-        def run():
-            try:
-                target()
-            except BaseException as error:  # noqa: BLE001
-                errors.append(error)
-            finally:
-                connections.close_all()
-        thread = threading.Thread(target=run)
-        thread.start()
-        return thread
-
-    roller = in_thread(rollup.advance_rollup)
+    roller = _start_thread(rollup.advance_rollup, errors)
     try:
         assert folded.wait(30), errors
-        query = in_thread(lambda: answers.append(q.run(user, q.body(color, q.day(0), epsilon=1.0, fresh=True))))
+        fresh_query = q.body(color, q.day(0), epsilon=1.0, fresh=True)
+        query = _start_thread(lambda: answers.append(q.run(user, fresh_query)), errors)
         query.join(20)
         assert not query.is_alive(), "the query waited for the roll-up"
     finally:
@@ -193,23 +196,11 @@ def test_a_release_being_written_keeps_its_epoch_from_compaction(q, analyst, col
     monkeypatch.setattr(service, "build_grid", hold_after_reading)
     answers, errors = [], []
 
-    def in_thread(target):
-        def run():
-            try:
-                target()
-            except BaseException as error:  # noqa: BLE001
-                errors.append(error)
-            finally:
-                connections.close_all()
-        thread = threading.Thread(target=run)
-        thread.start()
-        return thread
-
-    query = in_thread(lambda: answers.append(q.run(user, q.body(color, q.day(0), epsilon=1.0))))
+    query = _start_thread(lambda: answers.append(q.run(user, q.body(color, q.day(0), epsilon=1.0))), errors)
     roller = None
     try:
         assert read.wait(30), errors
-        roller = in_thread(rollup.advance_rollup)
+        roller = _start_thread(rollup.advance_rollup, errors)
         deadline = time.monotonic() + 30
         while not RollupEpoch.objects.filter(id__gt=counted.id).exists() and time.monotonic() < deadline:
             time.sleep(0.01)
