@@ -70,6 +70,15 @@ def _mnist_shape(path: Path) -> dict:
             "num_classes": 10}
 
 
+DIGITS_DEFAULT = {"kind": "digits", "num_examples": 1438, "num_test_examples": 359, "input_shape": [1, 8, 8],
+                  "num_classes": 10}  # scikit-learn's digits, a fifth held out (as migration 0002 registers it)
+
+
+def ensure_default_dataset() -> Dataset:
+    """The embedded default dataset, ``digits``: registered by migration 0002; made again if it was removed."""
+    return Dataset.objects.get_or_create(name="digits", defaults=DIGITS_DEFAULT)[0]
+
+
 def register_dataset(*, name: str, kind: str, lifetime_epsilon_micro: int, content: bytes | None = None,
                      path: str | None = None, label_column: str = "label") -> Dataset:
     """Check the file and store it (uploads) or its path (MNIST), with its lifetime ε cap; or raise
