@@ -18,6 +18,8 @@ from accounting.calibration import (
 )
 from accounting.events import PoissonSampledGaussianEvent, event_from_json, event_to_json
 
+pytestmark = pytest.mark.slow  # dp-accounting's calibration searches: seconds each
+
 # (q, σ, T, δ): the digits run of tests/privacy/test_dpsgd.py, and an MNIST-like run
 RUNS = [(64 / 1437, 1.0, 44, 1e-5), (256 / 60000, 1.1, 2340, 1e-5)]
 

@@ -31,7 +31,7 @@ from privacy.dpsgd.models import MODELS, build_model
 from privacy.dpsgd.runs import TrainingRun, load_weights
 
 torch.set_num_threads(1)
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.slow]  # PyTorch training and σ calibration
 
 DELTA = 1e-6
 MNIST = Path("/work/shared/data/mnist")

@@ -18,6 +18,8 @@ from privacy.dpsgd import engine
 from privacy.dpsgd.datasets import DatasetError, load_csv, load_digits, load_mnist, load_npz, read_idx
 from privacy.dpsgd.models import build_model
 
+pytestmark = pytest.mark.slow  # PyTorch training steps
+
 torch.set_num_threads(1)
 
 MNIST = Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist"

@@ -19,6 +19,8 @@ from privacy.dpsgd.datasets import load_digits
 from privacy.dpsgd.engine import DPSGDConfig
 from privacy.dpsgd.runs import TrainingRun
 
+pytestmark = pytest.mark.slow  # training runs and simulated audits
+
 torch.set_num_threads(1)
 
 

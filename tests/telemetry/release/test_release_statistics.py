@@ -220,6 +220,7 @@ def _v1_other_cell_coverage(oracle, noisy, truth, scale: Fraction) -> np.ndarray
     return _coverage(small.sum(axis=1)[:, None] * truth, low, high)
 
 
+@pytest.mark.slow  # tens of thousands of simulated releases
 def test_the_other_cell_of_a_fixed_set_of_regions_covers_at_its_level():
     """No selection: every region of 20,000 days merged (248 regions of one report of value 0, k-RR k = 3,
     local ε = 2, central t = 1): the merged cell is the debiased sum, its variance the LDP variance at the
@@ -237,6 +238,7 @@ def test_the_other_cell_of_a_fixed_set_of_regions_covers_at_its_level():
     assert abs(_coverage(248 * truth, low, high)[0] - 0.95) <= 0.01
 
 
+@pytest.mark.slow  # tens of thousands of simulated releases
 def test_the_other_cell_chosen_on_independent_selection_counts_is_unbiased_and_covers_at_its_level():
     """The issue's case: 8,000 days of 248 regions of 3 reports (one of each value), k-RR k = 3, local ε = 2,
     central ε = 1: the grid at ε = 0.9 (t = 10/9), selection counts at 0.1 (t = 10, cut-off 39), so each
@@ -283,6 +285,7 @@ def _ss_raw(days: int, regions: int, populated: int, values: list[int]):
     return oracle, raw, np.bincount(values, minlength=k)
 
 
+@pytest.mark.slow  # tens of thousands of simulated releases
 def test_the_other_cell_of_ss_with_many_empty_regions_is_unbiased_and_covers_at_its_level():
     """SS, k = 20, local ε = 2 (Δ = 3), central ε = 1 (grid t = 10/3, selection t = 10), 4,000 days of 249
     regions: 200 empty, 49 of 4 reports (values 0, 0, 1, 2). "other" merges about 246 regions, most empty,
