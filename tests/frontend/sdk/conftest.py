@@ -1,14 +1,13 @@
-"""Fixtures of the browser SDK's tests: Debian's Chromium driven by Playwright, and a static server.
+"""Fixtures of the browser SDK's own checks: a static server of the SDK and its checks, no Django.
 
-Chromium is ``/usr/bin/chromium`` (``deploy/test.sh`` installs it when missing). Without it, or without
-Playwright, a browser test is skipped with the reason on a laptop and fails under ``CI=true``.
-The static server serves only the SDK and its checks (``tests/frontend/sdk/checks.mjs``), from the
-repository, so the SDK's own checks run in the browser with no Django at all.
+The browser is tests/frontend/conftest.py's ``browser`` (Debian's Chromium through Playwright). The
+static server serves only ``frontend/static/frontend/sdk/`` and ``tests/frontend/sdk/`` from the
+repository, so the SDK's client checks and the cross-check with privacy/ldp run in Chromium without a
+database. The tests that talk to the app (``test_browser_sdk_live.py``) use the live server instead.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -17,35 +16,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[3]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
 SERVED = ("frontend/static/frontend/sdk/", "tests/frontend/sdk/")
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
-
-
-def _missing(reason: str) -> None:
-    if _in_ci():
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def chromium():
-    """One headless Chromium for the session."""
-    if not CHROMIUM.exists():
-        _missing(f"needs Chromium at {CHROMIUM} (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _missing("needs Playwright for Python (pip install playwright)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 class _SdkFiles(SimpleHTTPRequestHandler):
@@ -71,7 +42,7 @@ class _SdkFiles(SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def sdk_origin():
     """Base URL of a static server of the SDK and its checks."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_SdkFiles, directory=str(REPO)))
@@ -82,10 +53,10 @@ def sdk_origin():
     server.server_close()
 
 
-@pytest.fixture
-def checks_page(chromium, sdk_origin):
+@pytest.fixture(scope="module")
+def checks_page(browser, sdk_origin):
     """A page on the static server; ``page.evaluate`` can import ``/tests/frontend/sdk/checks.mjs``."""
-    context = chromium.new_context()
+    context = browser.new_context()
     page = context.new_page()
     page.goto(sdk_origin + "/")
     yield page

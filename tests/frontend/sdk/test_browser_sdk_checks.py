@@ -59,15 +59,9 @@ def _cases() -> dict:
 
 
 @pytest.fixture(scope="module")
-def crossed(chromium, sdk_origin):
+def crossed(checks_page):
     cases = _cases()
-    context = chromium.new_context()
-    page = context.new_page()
-    page.goto(sdk_origin + "/")
-    try:
-        return cases, run_in_page(page, "m.crossCheck(a)", cases)
-    finally:
-        context.close()
+    return cases, run_in_page(checks_page, "m.crossCheck(a)", cases)
 
 
 def test_parameters_equal_the_servers(crossed):

@@ -19,7 +19,6 @@ from sdk_stats import REJECT_BELOW, krr_fit, krr_probabilities, olh_fit, oue_fit
 from privacy.ldp import make_oracle, olh_hash
 from privacy.ldp.longitudinal import composed_oracle
 
-pytestmark = pytest.mark.browser
 
 N = 20_000
 V = 3  # the true value of every report
@@ -67,21 +66,13 @@ def fits(name: str, reports) -> list[tuple[float, int, float]]:
                                                                     2, 1, oracle.p, 1 - oracle.p)]
 
 
-@pytest.fixture(scope="module")
-def sdk_page(chromium, sdk_origin):
-    """(page, URL of the SDK) in a page of the app."""
-    context = chromium.new_context()
-    page = context.new_page()
-    page.goto(sdk_origin + "/")
-    yield page, "/frontend/static/frontend/sdk/privtel.js"
-    context.close()
-
-
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("name", CASES)
-def test_20000_reports_fit_the_protocol(sdk_page, name):
-    page, sdk_url = sdk_page
+def test_20000_reports_fit_the_protocol(page, name):
+    page.goto("/login")  # a page of the app (on the live server), which serves the SDK
     protocol, k, epsilon, per_report = CASES[name]
-    reports = page.evaluate(GENERATE, {"sdkUrl": sdk_url, "n": N, "v": V, "protocol": protocol, "k": k,
+    reports = page.evaluate(GENERATE, {"sdkUrl": "/static/frontend/sdk/privtel.js", "n": N, "v": V, "protocol": protocol, "k": k,
                                        "epsilon": epsilon, "perReport": per_report, "composed": per_report != epsilon})
     assert len(reports) == N
     for statistic, df, p_value in fits(name, reports):
