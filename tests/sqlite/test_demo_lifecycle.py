@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -109,7 +110,10 @@ class Demo:
 
     def stop(self, signum: int) -> None:
         """Send ``signum`` to the demo alone and check that it and every process it started are gone."""
-        self.children = _children(self.process.pid)
+        deadline = time.monotonic() + 120
+        while len(self.children) < 3 and time.monotonic() < deadline:  # the worker forks its pool and beat
+            time.sleep(0.5)
+            self.children = _children(self.process.pid)
         assert len(self.children) >= 3, self.children  # the web server, the worker and its pool/beat processes
         self.process.send_signal(signum)
         assert self.process.wait(timeout=120) == 0, self.output[-4000:]

@@ -149,6 +149,7 @@ class Command(BaseCommand):
         removed = [path for path in files + folders if path.exists()]
         for path in removed:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
+        (var_dir / "celery-broker" / "processed").mkdir(parents=True, exist_ok=True)  # as settings made it
         if removed:
             self.stdout.write(f"starting a fresh demo: removed the previous demo data in {var_dir} (--keep-data keeps it)")
 
@@ -220,4 +221,4 @@ Try a central-DP query (ε = 1 of the analyst's daily 10):
   curl -s -X POST {base_url}/api/v1/queries -H 'Authorization: Token {analyst_token}' \\
        -H 'Content-Type: application/json' \\
        -d '{{"metric": "app_theme", "start": "{today - timedelta(days=2)}", "end": "{today}", "group_by": ["region"]}}'
-Stop with Ctrl-C.""")
+Stop with Ctrl-C or SIGTERM (kill {os.getpid()}): the web server and the worker stop with it.""")
