@@ -127,7 +127,7 @@ class Command(BaseCommand):
         except Stop as stop:
             self.stdout.write(f"{stop}: stopping the demo")
         finally:
-            for sig, handler in previous.items():
+            for sig in previous:
                 signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
             stop_processes(processes)
             for sig, handler in previous.items():
