@@ -1,4 +1,4 @@
-// Checks of the browser SDK that need no server: run in Chromium by tests/frontend/test_browser_sdk_unit.py
+// Checks of the browser SDK that need no server: run in Chromium by tests/frontend/sdk/test_browser_sdk_checks.py
 // (and under Node while developing: `node tests/frontend/sdk/run_checks.mjs`). Each exported check throws
 // on failure; `crossCheck` returns what the SDK computes so that Python compares it with privacy/ldp.
 import * as sdk from "../../../frontend/static/frontend/sdk/privtel.js";
