@@ -145,7 +145,7 @@ def demos(tmp_path):
         demo.kill()
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=["SIGTERM", "Ctrl-C", "SIGHUP"])
 def test_a_signal_stops_the_demo_and_every_process_it_started(demos, signum):
     demo = demos()
     demo.wait_until_up()

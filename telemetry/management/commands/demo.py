@@ -11,9 +11,9 @@ printed query is a new release. With ``--keep-data``, and always on any other
 database, nothing is deleted and only the (metric, day, region) cells that
 hold no reports yet are seeded, so a rerun never doubles the data.
 
-The worker and the web server run in process groups of their own. On SIGTERM
-or SIGINT (Ctrl-C) the demo stops both, waits for them, and kills whatever
-is left in their groups, so no process outlives it.
+The worker and the web server run in process groups of their own. On SIGTERM,
+SIGINT (Ctrl-C) or SIGHUP (the terminal closed) the demo stops both, waits for
+them, and kills whatever is left in their groups, so no process outlives it.
 """
 
 import os
@@ -50,6 +50,8 @@ DEMO_SKEW = {"app_theme": [30, 20, 15, 10, 8, 5, 4, 3, 2, 1, 1, 1, 0, 0, 0, 0, 0
              "screen_size": [25, 30, 20, 8, 10, 5, 1, 1], "favorite_feature": [40, 25, 15, 10, 5, 5]}
 DEMO_REGIONS = ["US", "DE", "FR", "BR", "IN", "JP"]
 DEMO_DAYS = 3
+#: Signals that stop the demo and everything it started: kill, Ctrl-C, and the terminal closing.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 #: Seconds a child gets to exit after SIGTERM before its whole process group is killed.
 STOP_GRACE_S = 20.0
 
@@ -110,7 +112,7 @@ class Command(BaseCommand):
                             help="Keep the embedded database of an earlier run; seed only what it lacks.")
 
     def handle(self, *args, port, users, exit_after_seed, keep_data, **options):
-        previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        previous = {sig: signal.signal(sig, _raise_stop) for sig in STOP_SIGNALS}
         processes: list[subprocess.Popen] = []
         try:
             if not keep_data:
