@@ -10,7 +10,7 @@ from deploy.api.auth import IsAdmin, IsAnalyst
 from deploy.api.errors import ApiError
 from deploy.api.parsing import object_body, parse_epsilon_micro
 from federation import exports, log
-from federation.canonical import loads
+from privacy.federated.canonical import loads
 from federation.models import Contributor, Export
 from privacy.epsilon import from_micro
 

@@ -1,6 +1,6 @@
 """The transparency log in the database: appends, signed tree heads, proofs and the audit.
 
-The tree math is :mod:`federation.transparency`; this module backs its ``subtree(level, index)``
+The tree math is :mod:`privacy.federated.transparency`; this module backs its ``subtree(level, index)``
 accessor with the ``LogNode`` table (every complete aligned subtree hash, written once when the
 subtree fills up), so a root or a proof reads O(log n) rows. Appends are serialized by one
 transaction-scoped advisory lock, so indices are dense and every node is written exactly once.
@@ -17,7 +17,7 @@ from django.db import transaction
 
 from deploy.api.db import advisory_xact_lock
 from deploy.api.errors import ApiError
-from federation import signing, transparency
+from privacy.federated import signing, transparency
 from federation.models import Export, LogEntry, LogNode, TreeHead
 
 LOG_APPEND_LOCK = 0x7E1E_0010  # one append at a time (telemetry holds 0x7E1E_0002, _0003)

@@ -14,8 +14,9 @@ from django.core.management import CommandError, call_command
 from accounting.accountants import PLDAccountant
 from accounting.events import GaussianEvent
 from accounting.models import LedgerEntry, PartitionCap, PartitionSpend
-from federation import exports, signing, transparency
-from federation.canonical import canonical_bytes
+from federation import exports
+from privacy.federated import signing, transparency
+from privacy.federated.canonical import canonical_bytes
 from federation.models import Contributor, Export, LogEntry, LogNode, TreeHead
 
 pytestmark = pytest.mark.django_db
