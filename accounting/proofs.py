@@ -16,6 +16,10 @@ from accounting.events import ComposedEvent, DiscreteLaplaceEvent, GaussianEvent
 from privacy.epsilon import MICRO_PER_EPSILON, from_micro
 
 MECHANISMS = ("gaussian", "laplace")
+# Below σ/Δ = 0.3 a Gaussian's ε is in the tens and its PLD needs gigabytes; above ε = 100 a Laplace
+# part protects nothing. Such proofs are refused (invalid_epsilon) before any accounting runs.
+MIN_NOISE_MULTIPLIER = Fraction(3, 10)
+MAX_PART_EPSILON = 100
 
 
 class ProofError(ValueError):
@@ -46,9 +50,15 @@ class NoisedPart:
             raise ProofError("proof_mismatch", f"{where}.sensitivity is below its clip_norm: the noise does not "
                              "cover one clipped contribution.", f"{where}.sensitivity")
         if self.mechanism == "gaussian":
+            if self.noise_scale / self.sensitivity < MIN_NOISE_MULTIPLIER:
+                raise ProofError("invalid_epsilon", f"{where}: noise_scale / sensitivity is below "
+                                 f"{float(MIN_NOISE_MULTIPLIER)}: too little noise to account.", f"{where}.noise_scale")
             return GaussianEvent(noise_multiplier=float(self.noise_scale / self.sensitivity))
         # Laplace mechanism with scale b = Δ1/ε is ε-DP (Dwork & Roth 2014, Thm. 3.6); ε rounded up to the µε grid.
         epsilon_micro = -(-self.sensitivity * MICRO_PER_EPSILON // self.noise_scale)
+        if epsilon_micro > MAX_PART_EPSILON * MICRO_PER_EPSILON:
+            raise ProofError("invalid_epsilon", f"{where}: sensitivity / noise_scale is over {MAX_PART_EPSILON}.",
+                             f"{where}.noise_scale")
         return DiscreteLaplaceEvent(epsilon=from_micro(int(epsilon_micro)))
 
 

@@ -5,7 +5,8 @@
 1. the Ed25519 signature over ``canonical_bytes`` of the body without ``signature``, by the key of the
    active contributor the body names (``unknown_contributor``, ``invalid_signature``);
 2. every string of the body, re-scanned for PII (``pii_leak``);
-3. the DP proof: ε recomputed by the server's accountant from the mechanism parameters (``proof_mismatch``);
+3. the DP proof: ε recomputed by the server's accountant from the mechanism parameters (``proof_mismatch``),
+   and the norm of the weights a proof part ``covers`` against its clip norm and noise (``byzantine_outlier``);
 4. under the contributor's row lock: replay (``duplicate_export``), then the FederationPolicy (segment kinds,
    domains, quality gate, rate limit) and the ledger charge on ``contributor:<id>``.
 
@@ -15,6 +16,7 @@ Then the export is stored and appended to the transparency log, in the same tran
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -254,6 +256,44 @@ def verify_proof(proof: dict) -> tuple[MechanismEvent, int, Decimal]:
     return event, computed_micro, delta
 
 
+# --- the noised weights against their proof (spec ByzantineOutlier) ---------------------------------
+
+NORM_CHECK_TAIL = 40.0  # t: a correct export fails the check with probability at most e^-40
+
+
+def noise_norm_bound(mechanism: str, noise_scale: float, dimension: int, t: float = NORM_CHECK_TAIL) -> float:
+    """A bound the L2 norm of the noise exceeds with probability at most e^-t."""
+    if mechanism == "gaussian":
+        # ||N(0, σ²I_d)||² / σ² ≤ d + 2√(dt) + 2t but with probability e^-t (Laurent & Massart 2000, Lemma 1).
+        return noise_scale * math.sqrt(dimension + 2 * math.sqrt(dimension * t) + 2 * t)
+    # |Lap(b)| > b(ln d + t) for some coordinate with probability ≤ d·e^-(ln d + t) = e^-t (union bound), and
+    # ||x||₂ ≤ √d·||x||∞.
+    return noise_scale * math.sqrt(dimension) * (math.log(dimension) + t)
+
+
+def _check_noised_norms(signed: dict) -> None:
+    """A part that names the ``lora_weights`` segments it ``covers`` claims they were clipped to ``clip_norm``
+    and then noised: their norm can then exceed ``clip_norm`` only by the noise's. A larger one did not come
+    from the mechanism the proof describes (a scaled or replaced update): ``byzantine_outlier``."""
+    proof, segments = signed["proof"], signed["segments"]
+    for n, part in enumerate(proof["parts"] if "parts" in proof else [proof]):
+        covers = part.get("covers")
+        if not isinstance(covers, list) or not covers:
+            continue
+        if not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < len(segments) for i in covers):
+            raise _invalid("proof part covers must list segment indices.", f"proof.parts[{n}].covers")
+        if any(segments[i]["kind"] != "lora_weights" for i in covers):
+            continue  # priors are clamped after the noise (post-processing): their norm says nothing
+        values = [value for i in covers for value in (segments[i].get("values") or [])]
+        if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise _invalid("a lora_weights segment needs non-empty numeric values.", "segments")
+        bound = float(part["clip_norm"]) + noise_norm_bound(part["mechanism"], float(part["noise_scale"]), len(values))
+        if math.sqrt(math.fsum(v * v for v in values)) > bound:
+            raise ApiError("byzantine_outlier", f"The weights covered by proof part {n} have a norm no clipped, "
+                           "noised update of this proof could have (beyond clip_norm plus the noise's bound).",
+                           field=f"proof.parts[{n}]" if "parts" in proof else "proof")
+
+
 # --- accepting an export ---------------------------------------------------------------------------
 
 
@@ -268,11 +308,13 @@ def submit_export(*, body) -> Export:
     try:
         digest = export_digest(signed)
     except CanonicalizationError as exc:
-        raise _invalid(f"The body has no canonical JSON form: {exc}.") from None
+        raise ApiError("serialization_error", f"The body has no RFC 8785 canonical form, so no signature can cover "
+                       f"it: {exc}.") from None
     contributor = _verify_signature(signed, signature, pseudonym)
     _rescan_pii(signed)
     manifest = _read_manifest(signed["manifest"])
     event, claimed_micro, delta = verify_proof(signed["proof"])
+    _check_noised_norms(signed)
     kinds = [segment["kind"] for segment in signed["segments"]]
     try:
         with transaction.atomic():

@@ -18,7 +18,7 @@ from django.db import transaction
 from deploy.api.db import advisory_xact_lock
 from deploy.api.errors import ApiError
 from privacy.federated import signing, transparency
-from federation.models import Export, LogEntry, LogNode, TreeHead
+from federation.models import AggregateRound, Export, LogEntry, LogNode, TreeHead
 
 LOG_APPEND_LOCK = 0x7E1E_0010  # one append at a time (telemetry holds 0x7E1E_0002, _0003)
 
@@ -32,14 +32,19 @@ def size() -> int:
     return LogEntry.objects.count()
 
 
-def _subtree(level: int, index: int) -> bytes:
+def lock() -> None:
+    """Take the append lock for the rest of the caller's transaction (the log cannot grow under it)."""
+    advisory_xact_lock(LOG_APPEND_LOCK)
+
+
+def subtree(level: int, index: int) -> bytes:
     row = LogNode.objects.filter(level=level, index=index).values_list("hash", flat=True).first()
     if row is None:
         raise IndexError(f"no complete subtree ({level}, {index})")
     return bytes(row)
 
 
-def append(entry: bytes, *, export: Export | None = None) -> int:
+def append(entry: bytes, *, export: Export | None = None, aggregate: AggregateRound | None = None) -> int:
     """Append ``entry`` under the log lock, writing its leaf and every subtree it completes; its index.
 
     Runs inside the caller's transaction: the entry is logged if and only if what it records commits.
@@ -49,10 +54,10 @@ def append(entry: bytes, *, export: Export | None = None) -> int:
     advisory_xact_lock(LOG_APPEND_LOCK)
     index = size()
     leaf = transparency.leaf_hash(entry)
-    LogEntry.objects.create(index=index, entry=entry, leaf_hash=leaf, export=export)
+    LogEntry.objects.create(index=index, entry=entry, leaf_hash=leaf, export=export, aggregate=aggregate)
     nodes, level, position, hashed = [LogNode(level=0, index=index, hash=leaf)], 0, index, leaf
     while position % 2 == 1:  # this subtree is the right half of a now complete parent
-        hashed = transparency.node_hash(_subtree(level, position - 1), hashed)
+        hashed = transparency.node_hash(subtree(level, position - 1), hashed)
         level, position = level + 1, position // 2
         nodes.append(LogNode(level=level, index=position, hash=hashed))
     LogNode.objects.bulk_create(nodes)
@@ -60,7 +65,7 @@ def append(entry: bytes, *, export: Export | None = None) -> int:
 
 
 def root(tree_size: int) -> bytes:
-    return transparency.subtree_hash(_subtree, 0, tree_size)
+    return transparency.subtree_hash(subtree, 0, tree_size)
 
 
 def _checked_size(value, name: str, current: int, minimum: int = 0) -> int:
@@ -77,8 +82,8 @@ def inclusion_proof(index, tree_size=None) -> dict:
     current = size()
     tree_size = current if tree_size in (None, "") else _checked_size(tree_size, "size", current, 1)
     index = _checked_size(index, "index", tree_size - 1) if tree_size else _checked_size(index, "index", -1)
-    return {"index": index, "tree_size": tree_size, "leaf_hash": _subtree(0, index).hex(),
-            "audit_path": [node.hex() for node in transparency.inclusion_path(_subtree, index, tree_size)]}
+    return {"index": index, "tree_size": tree_size, "leaf_hash": subtree(0, index).hex(),
+            "audit_path": [node.hex() for node in transparency.inclusion_path(subtree, index, tree_size)]}
 
 
 def consistency_proof(old, new=None) -> dict:
@@ -86,7 +91,7 @@ def consistency_proof(old, new=None) -> dict:
     new = current if new in (None, "") else _checked_size(new, "new", current)
     old = _checked_size(old, "old", new)
     return {"old_size": old, "new_size": new,
-            "proof": [node.hex() for node in transparency.consistency_path(_subtree, old, new)]}
+            "proof": [node.hex() for node in transparency.consistency_path(subtree, old, new)]}
 
 
 def _stored_head(row: TreeHead) -> signing.SignedTreeHead:

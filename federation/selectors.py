@@ -9,7 +9,7 @@ from django.conf import settings
 
 from accounting.models import PartitionSpend
 from accounting.selectors import partition_caps_micro
-from federation.models import Dataset, TrainingJob
+from federation.models import AggregateRound, Dataset, TrainingJob
 from privacy.dpsgd import datasets as readers
 
 # Datasets without a test split of their own (digits, uploads) hold out this fraction of their
@@ -83,3 +83,16 @@ def job_by_id(job_id: int) -> TrainingJob | None:
 
 def cancel_requested(job_id: int) -> bool:
     return TrainingJob.objects.filter(pk=job_id, cancel_requested=True).exists()
+
+
+# --- aggregation rounds ----------------------------------------------------------------------------------
+
+
+def aggregate_rounds(domain: str | None = None) -> list[AggregateRound]:
+    rows = AggregateRound.objects.select_related("log_entry").order_by("-id")
+    return list((rows.filter(domain=domain) if domain else rows)[:200])
+
+
+def latest_aggregate(domain: str | None) -> AggregateRound | None:
+    rows = AggregateRound.objects.select_related("log_entry").order_by("-id")
+    return (rows.filter(domain=domain) if domain else rows).first()
