@@ -143,6 +143,19 @@ def _contributions(exports: list[Export]) -> list[aggregation.Contribution]:
     return found
 
 
+def _aggregate(rule, contributions: list[aggregation.Contribution]) -> aggregation.AggregateResult:
+    try:
+        return rule.aggregate(contributions)
+    except aggregation.InsufficientContributions as exc:  # e.g. left after the pre-filter, or Krum's n >= 2f + 3
+        raise ApiError("insufficient_contributions", exc.message, http_status=409) from None
+    except aggregation.InvalidContribution as exc:
+        raise ApiError("invalid_contribution", exc.message, http_status=409) from None
+    except aggregation.ZeroTotalWeight as exc:
+        raise ApiError("zero_total_weight", exc.message, http_status=409) from None
+    except aggregation.AggregationError as exc:  # a parameter that does not fit this round (Krum's m > n)
+        raise ApiError("invalid_round_parameter", exc.message) from None
+
+
 def run_round(*, domain: str, strategy: str = DEFAULT_STRATEGY, parameters: dict | None = None,
               min_contributions: int = DEFAULT_MIN_CONTRIBUTIONS, zscore_filter: float | None = None) -> AggregateRound:
     """Aggregate the domain's pending exports (module docstring) and log the result; or raise, writing nothing."""
@@ -160,10 +173,7 @@ def run_round(*, domain: str, strategy: str = DEFAULT_STRATEGY, parameters: dict
         for export in exports:
             _check_logged(export, root, size)
         contributions = _contributions(exports)
-        try:
-            result = rule.aggregate(contributions)
-        except aggregation.AggregationError as exc:
-            raise ApiError(exc.code, exc.message, http_status=409) from None
+        result = _aggregate(rule, contributions)
         dropped = set(result.dropped)
         used = [export for export in exports if export.contributor.pseudonym not in dropped]
         pooled: dict = {}
