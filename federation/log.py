@@ -11,6 +11,7 @@ against all of them, which catches truncation as well as edits and reorderings.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
@@ -135,3 +136,38 @@ def audit(trusted_keys: Iterable | None = None) -> transparency.AuditReport:
         report = transparency.AuditReport(report.entries, report.heads_checked, report.verified_size,
                                           report.unsigned_entries, problems)
     return report
+
+
+@dataclass(frozen=True)
+class EntryCheck:
+    """A server-side check of one entry with the SDK's pure verifiers: the head's signature, then inclusion."""
+
+    index: int
+    entry: bytes
+    leaf_hash: bytes
+    audit_path: list[bytes]
+    head: signing.SignedTreeHead
+    head_signature_ok: bool
+    included: bool
+    export_id: int | None
+    aggregate_id: int | None
+
+
+def check_entry(index: int) -> EntryCheck | None:
+    """Verify entry ``index`` against the current signed head (None when the log has no such entry)."""
+    head = signed_head()
+    row = LogEntry.objects.filter(index=index).first() if 0 <= index < head.tree_size else None
+    if row is None:
+        return None
+    entry, key = bytes(row.entry), signing_key().public_key()
+    try:
+        signing.verify_tree_head(head, [key])
+        signature_ok = True
+    except signing.SignatureError:
+        signature_ok = False
+    leaf = transparency.leaf_hash(entry)  # recomputed from the stored bytes, not read from the row
+    path = transparency.inclusion_path(subtree, index, head.tree_size)
+    return EntryCheck(index=index, entry=entry, leaf_hash=leaf, audit_path=path, head=head,
+                      head_signature_ok=signature_ok,
+                      included=transparency.verify_inclusion(leaf, index, head.tree_size, path, head.root_hash),
+                      export_id=row.export_id, aggregate_id=row.aggregate_id)

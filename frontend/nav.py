@@ -23,4 +23,7 @@ ADMINS = ("admin",)
 NAV = [
     NavItem("Dashboard", "frontend:dashboard", ANALYSTS),
     NavItem("Metrics", "frontend:metrics", ANALYSTS),
+    NavItem("Exports", "frontend:federation-exports", ADMINS),
+    NavItem("Contributors", "frontend:federation-contributors", ADMINS),
+    NavItem("Transparency log", "frontend:federation-log", ADMINS),
 ]
