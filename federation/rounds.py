@@ -6,20 +6,24 @@
 1. every export of the domain not yet in a round that carries a ``lora_weights`` segment, locked;
 2. checks each one's log entry: the stored entry is the export's body and its inclusion proof verifies
    against the log's current root (else ``409 log_integrity_failed``, spec ``WitnessChainBroken``);
-3. runs the strategy (``federation.aggregation``) over their weight vectors, with ``manifest.observations``
+3. keeps one export per contributor, its newest (one vote each: robust rules count contributors), and of
+   those the ones whose weights are a finite vector of the round's dimension (the most common); the others
+   are named in the entry (``superseded``, ``excluded``), so a malformed export cannot hold up the rounds;
+4. runs the strategy (``federation.aggregation``) over their weight vectors, with ``manifest.observations``
    as the trajectory count and ``manifest.quality`` as the quality; fewer than ``min_contributions``
    (before or after the optional z-score pre-filter) is ``409 insufficient_contributions``;
-4. pools the round's ``transfer_prior`` segments per (bucket, arm) (``privacy.federated.priors``);
-5. stores the AggregateWeights entry (round number, participation count, confidences, the digests of the
+5. pools the used exports' ``transfer_prior`` segments per (bucket, arm) (``privacy.federated.priors``);
+6. stores the AggregateWeights entry (round number, participation count, confidences, the digests of the
    exports used, the pseudonyms dropped as outliers) and appends its canonical bytes to the transparency log.
 
-Every export offered to the round is marked as taken by it, used or dropped, so a dropped outlier is
-not offered again. Aggregates are post-processing of DP exports: they cost no budget and are public.
+Every export offered to the round is marked as taken by it, used, dropped, superseded or excluded, so none
+is offered again. Aggregates are post-processing of DP exports: they cost no budget and are public.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -128,19 +132,36 @@ def _check_logged(export: Export, root: bytes, size: int) -> None:
                        f"{entry.index}: the stored log was edited. Run manage.py verify_log.", http_status=409)
 
 
-def _contributions(exports: list[Export]) -> list[aggregation.Contribution]:
-    found = []
-    for export in exports:
-        body = loads(export.canonical_json)
-        manifest = body["manifest"]
-        quality = manifest.get("quality", 1.0)
+@dataclass(frozen=True)
+class _Selection:
+    used: list[Export]
+    contributions: list[aggregation.Contribution]
+    superseded: list[Export]  # an older pending export of a contributor that has a newer one
+    excluded: list[Export]  # weights that are no finite vector of the round's dimension
+
+
+def _select(exports: list[Export]) -> _Selection:
+    """The newest pending export of each contributor (one vote per contributor and round), and of those the ones
+    whose weights are a finite vector of the round's dimension (the most common one; ties: the earliest). A
+    malformed export is left out and named, so that it cannot hold up the domain's rounds."""
+    newest = {export.contributor_id: export for export in exports}  # ordered by id: the last one wins
+    superseded = [export for export in exports if newest[export.contributor_id] is not export]
+    candidates, excluded = [], []
+    for export in newest.values():
+        manifest = loads(export.canonical_json)["manifest"]
         try:
-            found.append(aggregation.Contribution(
-                vector=_weights(body), trajectory_count=manifest["observations"],
-                quality=min(1.0, max(0.0, float(quality))), contributor=export.contributor.pseudonym))
-        except (aggregation.AggregationError, TypeError, ValueError) as exc:
-            raise ApiError("invalid_contribution", f"Export {export.pk}: {exc}.", http_status=409) from None
-    return found
+            candidates.append((export, aggregation.Contribution(
+                vector=_weights(loads(export.canonical_json)), trajectory_count=manifest["observations"],
+                quality=min(1.0, max(0.0, float(manifest.get("quality", 1.0)))),
+                contributor=export.contributor.pseudonym)))
+        except (aggregation.AggregationError, TypeError, ValueError):
+            excluded.append(export)
+    dimensions = Counter(contribution.vector.size for _, contribution in candidates)
+    dimension = dimensions.most_common(1)[0][0] if dimensions else None
+    excluded += [export for export, contribution in candidates if contribution.vector.size != dimension]
+    kept = [(export, contribution) for export, contribution in candidates if contribution.vector.size == dimension]
+    return _Selection([export for export, _ in kept], [contribution for _, contribution in kept], superseded,
+                      sorted(excluded, key=lambda export: export.pk))
 
 
 def _aggregate(rule, contributions: list[aggregation.Contribution]) -> aggregation.AggregateResult:
@@ -148,8 +169,6 @@ def _aggregate(rule, contributions: list[aggregation.Contribution]) -> aggregati
         return rule.aggregate(contributions)
     except aggregation.InsufficientContributions as exc:  # e.g. left after the pre-filter, or Krum's n >= 2f + 3
         raise ApiError("insufficient_contributions", exc.message, http_status=409) from None
-    except aggregation.InvalidContribution as exc:
-        raise ApiError("invalid_contribution", exc.message, http_status=409) from None
     except aggregation.ZeroTotalWeight as exc:
         raise ApiError("zero_total_weight", exc.message, http_status=409) from None
     except aggregation.AggregationError as exc:  # a parameter that does not fit this round (Krum's m > n)
@@ -165,17 +184,18 @@ def run_round(*, domain: str, strategy: str = DEFAULT_STRATEGY, parameters: dict
         candidates = list(Export.objects.select_for_update(of=("self",)).select_related("contributor", "log_entry")
                           .filter(domain=domain, aggregated_in__isnull=True).order_by("id"))
         exports = [export for export in candidates if _weights(loads(export.canonical_json)) is not None]
-        if len(exports) < min_contributions:
-            raise ApiError("insufficient_contributions", f"A round needs at least {min_contributions} exports with "
-                           f"{WEIGHTS_KIND} weights; domain {domain!r} has {len(exports)} pending.", http_status=409)
         size = log.size()
         root = log.root(size)
         for export in exports:
             _check_logged(export, root, size)
-        contributions = _contributions(exports)
-        result = _aggregate(rule, contributions)
+        selection = _select(exports)
+        if len(selection.used) < min_contributions:
+            raise ApiError("insufficient_contributions", f"A round needs at least {min_contributions} contributors "
+                           f"with {WEIGHTS_KIND} weights of one dimension; domain {domain!r} has "
+                           f"{len(selection.used)} pending.", http_status=409)
+        result = _aggregate(rule, selection.contributions)
         dropped = set(result.dropped)
-        used = [export for export in exports if export.contributor.pseudonym not in dropped]
+        used = [export for export in selection.used if export.contributor.pseudonym not in dropped]
         pooled: dict = {}
         for export in used:
             pooled = merge_priors(pooled, _priors(loads(export.canonical_json)), FORMAT_VERSION, FORMAT_VERSION)
@@ -189,6 +209,8 @@ def run_round(*, domain: str, strategy: str = DEFAULT_STRATEGY, parameters: dict
             "weights": [float(w) for w in result.weights], "confidences": [float(c) for c in result.confidences],
             "contributions": [export.digest for export in used],
             "dropped": sorted(dropped),
+            "superseded": [export.digest for export in selection.superseded],
+            "excluded": [export.digest for export in selection.excluded],
             "priors": [{"bucket": bucket, "arm": arm, "alpha": prior.alpha, "beta": prior.beta}
                        for (bucket, arm), prior in sorted(pooled.items())],
             "created_at": timezone.now().isoformat(timespec="seconds"),

@@ -154,11 +154,27 @@ def test_an_edited_logged_export_stops_the_round_with_log_integrity_failed(q, ad
     assert not AggregateRound.objects.exists()
 
 
-def test_mismatched_dimensions_are_invalid_contribution(q, admin_api):
+def test_a_malformed_export_is_excluded_and_cannot_hold_up_the_rounds(q, admin_api):
     honest_round(q, count=3)
-    assert post(q, builder(contributor("odd"), np.ones(DIM + 1)).build()).status_code == 201
-    response = admin_api.post(ROUNDS, {"domain": "ranking"}, format="json")
-    assert response.status_code == 409 and response.json()["code"] == "invalid_contribution"
+    odd = builder(contributor("odd"), np.ones(DIM + 1)).build()  # another dimension: a Byzantine or a bug
+    assert post(q, odd).status_code == 201
+    response = admin_api.post(ROUNDS, {"domain": "ranking", "strategy": "fedavg"}, format="json")
+    assert response.status_code == 201, response.json()
+    entry = response.json()["entry"]
+    assert entry["participation_count"] == 3 and len(entry["weights"]) == DIM
+    assert entry["excluded"] == [Export.objects.get(contributor__name="odd").digest]
+    assert not Export.objects.filter(aggregated_in__isnull=True).exists()  # taken, not offered again
+
+
+def test_each_contributor_votes_once_with_its_newest_export(q, admin_api):
+    honest_round(q, count=3)
+    twice = contributor("twice")
+    older, newer = (builder(twice, np.zeros(DIM)).build() for _ in range(2))
+    assert post(q, older).status_code == 201 and post(q, newer).status_code == 201
+    entry = admin_api.post(ROUNDS, {"domain": "ranking", "strategy": "median"}, format="json").json()["entry"]
+    digests = dict(Export.objects.filter(contributor__name="twice").order_by("id").values_list("id", "digest"))
+    first, second = digests.values()
+    assert entry["participation_count"] == 4 and entry["superseded"] == [first] and second in entry["contributions"]
 
 
 def test_the_celery_task_runs_a_round_or_reports_the_refusal(q):
