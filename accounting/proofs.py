@@ -20,6 +20,7 @@ MECHANISMS = ("gaussian", "laplace")
 # part protects nothing. Such proofs are refused (invalid_epsilon) before any accounting runs.
 MIN_NOISE_MULTIPLIER = Fraction(3, 10)
 MAX_PART_EPSILON = 100
+MAX_PARTS = 16  # each part is one more PLD to compose on the server: a proof may not ask for unbounded work
 
 
 class ProofError(ValueError):
@@ -68,6 +69,8 @@ def proof_epsilon_micro(parts: list[NoisedPart], delta: Decimal, *, listed: bool
     holds ``parts`` (errors name ``proof.parts[n]``) rather than one mechanism at its top level."""
     if not parts:
         raise ProofError("proof_mismatch", "proof.parts must be a non-empty list.", "proof.parts")
+    if len(parts) > MAX_PARTS:
+        raise ProofError("proof_mismatch", f"proof.parts holds {len(parts)} parts; at most {MAX_PARTS}.", "proof.parts")
     events = [part.event(f"proof.parts[{n}]" if listed else "proof") for n, part in enumerate(parts)]
     event = events[0] if len(events) == 1 else ComposedEvent(parts=tuple(events))
     if event.pure_epsilon_micro is not None and delta == 0:

@@ -120,6 +120,8 @@ def test_proof_math_refuses_too_little_noise_and_bad_parts():
     with pytest.raises(ProofError) as clip:
         proof_epsilon_micro([NoisedPart("gaussian", Fraction(1), Fraction(1, 2), Fraction(1))], Decimal("1e-5"))
     assert clip.value.code == "proof_mismatch"
+    with pytest.raises(ProofError, match="at most 16"):
+        proof_epsilon_micro([NoisedPart("laplace", Fraction(10), Fraction(1), Fraction(1))] * 17, Decimal(0))
     event, micro = proof_epsilon_micro([NoisedPart("laplace", Fraction(10), Fraction(1), Fraction(1))], Decimal(0),
                                        listed=False)
     assert event == DiscreteLaplaceEvent(epsilon=Decimal("0.1")) and micro == 100_000
