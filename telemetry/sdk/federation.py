@@ -16,8 +16,8 @@
    their composed ``epsilon``) and the redaction log;
 7. the Ed25519 signature over the RFC 8785 canonical bytes of everything else.
 
-The unit of privacy is the contributor's update: an export with the update replaced by zero (or by any
-other update within the clip norms) is (ε, δ)-indistinguishable from this one.
+The unit of privacy is the contributor's update, added or removed: an export with the update replaced by zero
+is (ε, δ)-indistinguishable from this one (docs/privacy.md, "Federated exports").
 
 :class:`FederationClient` posts exports (no user credentials: the signature authenticates) and fetches
 signed tree heads, inclusion proofs and aggregates; :func:`verify_inclusion` checks that an entry is in
