@@ -20,8 +20,8 @@ The unit of privacy is the contributor's update, added or removed: an export wit
 is (ε, δ)-indistinguishable from this one (docs/privacy.md, "Federated exports").
 
 :class:`FederationClient` posts exports (no user credentials: the signature authenticates) and fetches
-signed tree heads, inclusion proofs and aggregates; :func:`verify_inclusion` checks that an entry is in
-the log a trusted key signed. :func:`import_priors` merges an aggregate's priors with version-aware dampening.
+signed tree heads, inclusion and consistency proofs and aggregates; :func:`verify_inclusion` checks that an
+entry is in the log a trusted key signed, ``FederationClient.verify_extends`` that a newer head extends a kept one. :func:`import_priors` merges an aggregate's priors with version-aware dampening.
 """
 
 from __future__ import annotations
@@ -234,6 +234,25 @@ class FederationClient:
 
     def inclusion_proof(self, index: int, tree_size: int) -> dict:
         return self._request("GET", "/api/v1/federation/log/inclusion", query={"index": index, "size": tree_size})
+
+    def consistency_proof(self, old_size: int, new_size: int) -> dict:
+        return self._request("GET", "/api/v1/federation/log/consistency", query={"old": old_size, "new": new_size})
+
+    def verify_extends(self, old: signing.SignedTreeHead, trusted_keys: Iterable) -> signing.SignedTreeHead:
+        """Fetch the current signed head and prove it extends ``old`` (a head this client kept): the log was
+        only appended to since. Returns the new head, or raises ``inclusion_failed`` (a rewritten, truncated
+        or forked log, or a head no trusted key signed)."""
+        new = self.signed_head()
+        try:
+            for head in (old, new):
+                signing.verify_tree_head(head, trusted_keys)
+        except signing.SignatureError as exc:
+            raise FederationError("inclusion_failed", f"tree head: {exc}") from None
+        proof = [bytes.fromhex(node) for node in self.consistency_proof(old.tree_size, new.tree_size)["proof"]]
+        if not transparency.verify_consistency(old.tree_size, new.tree_size, old.root_hash, new.root_hash, proof):
+            raise FederationError("inclusion_failed", f"the tree of {new.tree_size} does not extend the signed tree "
+                                  f"of {old.tree_size}")
+        return new
 
     def latest_aggregate(self, domain: str) -> dict:
         return self._request("GET", "/api/v1/federation/aggregates/latest", query={"domain": domain})

@@ -60,6 +60,7 @@ def test_sdk_exports_are_logged_aggregated_and_verified_over_http(live_server, s
         head = client.verify_included(export_entry(body), accepted["log_index"], [server_key])
         assert head.tree_size == n + 1
         posted.append((body, accepted["log_index"]))
+        kept = kept if n else head  # the first head this client saw
 
     with pytest.raises(FederationError) as refused:  # a replay is refused with its code
         client.post_export(posted[0][0])
@@ -74,6 +75,12 @@ def test_sdk_exports_are_logged_aggregated_and_verified_over_http(live_server, s
     # the aggregate is its own log entry: the SDK checks it against a fresh signed head
     head = client.verify_included(latest["canonical_json"].encode(), latest["log_index"], [server_key])
     assert head.tree_size == 7
+    # the log only grew since the first head this client kept
+    assert client.verify_extends(kept, [server_key]).tree_size == 7
+    for signer in (Ed25519PrivateKey.generate(), settings.LOG_SIGNING_KEY):  # a stranger's head; a forked one
+        forged = signing.sign_tree_head(signer, tree_size=1, root_hash=bytes(32))
+        with pytest.raises(FederationError, match="inclusion_failed"):
+            client.verify_extends(forged, [server_key])
     # and every earlier export is still in the grown tree
     for body, index in posted:
         proof = client.inclusion_proof(index, head.tree_size)
