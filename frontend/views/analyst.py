@@ -18,7 +18,7 @@ from accounting.selectors import budget_status, partitions_left_micro, utc_today
 from deploy.api.auth import role_of
 from deploy.api.errors import ApiError
 from frontend import answers
-from frontend.access import analyst_required, not_found
+from frontend.access import analyst_required, error_page, not_found
 from privacy.epsilon import from_micro
 from telemetry import selectors
 from telemetry.catalog import catalog
@@ -131,9 +131,6 @@ def _answer_page(request, answer: dict, release, *, status: int = 200):
     }, status=status)
 
 
-_REFUSAL_STATUS = {"budget_exhausted": 429, "partition_cap_reached": 403}
-
-
 @require_http_methods(["GET", "POST"])
 @analyst_required
 def query(request):
@@ -151,7 +148,7 @@ def query(request):
         return _query_page(request, values,
                            preview=_preview_context(preview_query(user=request.user, request=parsed)))
     except ApiError as error:
-        return _query_page(request, values, error=error, status=_REFUSAL_STATUS.get(error.code, 400))
+        return _query_page(request, values, error=error, status=error.http_status)
 
 
 # --- past releases ---------------------------------------------------------------------------------
@@ -185,8 +182,11 @@ def release(request, release_id):
     found = _own_release(request, release_id)
     if found is None:
         return not_found(request, "release")
-    return _answer_page(request, reopen_release(user=request.user, release=found,
-                                                presentation=_presentation(request.GET)), found)
+    try:
+        answer = reopen_release(user=request.user, release=found, presentation=_presentation(request.GET))
+    except ApiError as error:  # release_unreadable
+        return error_page(request, error, "This release cannot be shown")
+    return _answer_page(request, answer, found)
 
 
 @require_safe
@@ -195,7 +195,10 @@ def release_csv(request, release_id):
     found = _own_release(request, release_id)
     if found is None:
         return not_found(request, "release")
-    answer = reopen_release(user=request.user, release=found, presentation=_presentation(request.GET))
+    try:
+        answer = reopen_release(user=request.user, release=found, presentation=_presentation(request.GET))
+    except ApiError as error:
+        return error_page(request, error, "This release cannot be exported")
     response = HttpResponse(answers.csv_text(answer, found), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="release-{found.id}.csv"'
     return response
