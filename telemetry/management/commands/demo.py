@@ -19,6 +19,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from rest_framework.authtoken.models import Token
 
+from deploy.api.users import services as user_services
 from telemetry import services
 from telemetry.models import Metric
 from telemetry.rollup import advance_rollup
@@ -83,7 +84,7 @@ class Command(BaseCommand):
     def _user_token(self, username: str, role: str) -> str:
         user = get_user_model().objects.filter(username=username).first()
         if user is None:
-            return services.create_user(username=username, role=role)[1]
+            return user_services.create_user(username=username, role=role)[1]
         return Token.objects.get_or_create(user=user)[0].key
 
     def _start_worker(self) -> subprocess.Popen:
