@@ -206,6 +206,25 @@ def test_two_admins_deactivating_each_other_at_once_leave_one_admin():
     assert get_user_model().objects.filter(is_active=True).count() == 1
 
 
+def test_a_password_lets_a_user_log_in_to_the_pages_and_is_never_shown(root):
+    from django.contrib.auth import authenticate
+
+    _, api = root
+    created = api.post(USERS, {"username": "carol", "role": "analyst", "password": "correct horse battery"},
+                       format="json")
+    assert created.status_code == 201 and created.json()["has_password"] is True
+    assert authenticate(username="carol", password="correct horse battery") is not None
+    assert patch(api, "carol", {"password": "another long secret"}).status_code == 200
+    assert authenticate(username="carol", password="correct horse battery") is None
+    assert authenticate(username="carol", password="another long secret") is not None
+    assert "secret" not in api.get(USERS).content.decode()
+    assert api.post(USERS, {"username": "dan", "role": "analyst"}, format="json").json()["has_password"] is False
+    too_short = api.post(USERS, {"username": "erin", "role": "analyst", "password": "short"}, format="json")
+    assert assert_error(too_short, 400, "invalid_password")["field"] == "password"
+    assert not get_user_model().objects.filter(username="erin").exists()
+    assert_error(patch(api, "carol", {"password": 12345678901234}), 400, "invalid_password")
+
+
 @pytest.mark.parametrize("body,status,code", [
     ([], 400, "invalid_body"),
     ({"role": "root"}, 400, "invalid_role"),

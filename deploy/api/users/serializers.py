@@ -11,7 +11,7 @@ from deploy.api.errors import ApiError
 from deploy.api.parsing import object_body
 from deploy.api.users.selectors import token_created_at
 
-_CHANGEABLE = ("role", "active")
+_CHANGEABLE = ("role", "active", "password")
 
 
 def _text(body: dict, field: str, code: str) -> str:
@@ -24,11 +24,15 @@ def _text(body: dict, field: str, code: str) -> str:
 def user_input(data) -> dict:
     """Keyword arguments of ``services.create_user``."""
     body = object_body(data)
-    return {"username": _text(body, "username", "invalid_username"), "role": _text(body, "role", "invalid_role")}
+    fields = {"username": _text(body, "username", "invalid_username"), "role": _text(body, "role", "invalid_role")}
+    if body.get("password") is not None:
+        fields["password"] = _text(body, "password", "invalid_password")
+    return fields
 
 
 def user_change_input(data) -> dict:
-    """Keyword arguments of ``services.change_user``: any of ``role`` (a role name) and ``active`` (a boolean)."""
+    """Keyword arguments of ``services.change_user``: any of ``role`` (a role name), ``active`` (a boolean)
+    and ``password`` (for the pages' login)."""
     body = object_body(data)
     unknown = sorted(set(body) - set(_CHANGEABLE))
     if unknown:
@@ -41,12 +45,14 @@ def user_change_input(data) -> dict:
         if not isinstance(body["active"], bool):
             raise ApiError("invalid_active", "active must be true or false.", field="active")
         changes["active"] = body["active"]
+    if "password" in body:
+        changes["password"] = _text(body, "password", "invalid_password")
     return changes
 
 
 def user_json(user) -> dict:
     return {"username": user.username, "role": role_of(user), "active": user.is_active,
-            "has_token": token_created_at(user) is not None, "token_created_at": token_created_at(user),
+            "has_password": user.has_usable_password(), "has_token": token_created_at(user) is not None, "token_created_at": token_created_at(user),
             "date_joined": user.date_joined, "last_login": user.last_login}
 
 

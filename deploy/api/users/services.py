@@ -25,11 +25,18 @@ from deploy.api.users.selectors import active_admins, user_named
 
 USERS_LOCK = 0x7E1E_0020  # changes of roles and activity (telemetry holds _0002, _0003; federation _0010)
 _USERNAME_RE = re.compile(r"[\w.@+-]{1,150}")
+MIN_PASSWORD_LENGTH = 12
 
 
 def _check_role(role: str) -> None:
     if role not in ROLES:
         raise ApiError("invalid_role", f"role must be one of {list(ROLES)}.")
+
+
+def _check_password(password: str) -> None:
+    if not MIN_PASSWORD_LENGTH <= len(password) <= 128:
+        raise ApiError("invalid_password", f"password must be {MIN_PASSWORD_LENGTH} to 128 characters.",
+                       field="password")
 
 
 def _set_role(user, role: str) -> None:
@@ -48,6 +55,8 @@ def create_user(*, username: str, role: str, password: str | None = None) -> tup
     Without ``password`` the user cannot log in to the pages, only call the API.
     """
     _check_role(role)
+    if password is not None:
+        _check_password(password)
     if not _USERNAME_RE.fullmatch(username):
         raise ApiError("invalid_username", "username must be 1-150 letters, digits or @.+-_ characters.")
     User = get_user_model()
@@ -68,14 +77,18 @@ def _refuse_if_last_admin(user) -> None:
 
 
 @transaction.atomic
-def change_user(*, actor, username: str, role: str | None = None, active: bool | None = None):
-    """Change a user's role and/or whether they are active; ``None`` keeps it.
+def change_user(*, actor, username: str, role: str | None = None, active: bool | None = None,
+                password: str | None = None):
+    """Change a user's role, whether they are active, and/or their pages password; ``None`` keeps it.
 
     Deactivating revokes the user's token; reactivating does not bring it back (rotate it).
+    A new password ends the user's other page sessions (Django checks a session against the password hash).
     An admin cannot deactivate themself, and no change may leave the service without an active admin.
     """
     if role is not None:
         _check_role(role)
+    if password is not None:
+        _check_password(password)
     advisory_xact_lock(USERS_LOCK)
     user = user_named(username)
     if active is False and user.pk == actor.pk:
@@ -90,6 +103,9 @@ def change_user(*, actor, username: str, role: str | None = None, active: bool |
         user.save(update_fields=["is_active"])
         if not active:
             Token.objects.filter(user=user).delete()
+    if password is not None:
+        user.set_password(password)
+        user.save(update_fields=["password"])
     return user_named(username)
 
 
