@@ -23,4 +23,5 @@ ADMINS = ("admin",)
 NAV = [
     NavItem("Dashboard", "frontend:dashboard", ANALYSTS),
     NavItem("Metrics", "frontend:metrics", ANALYSTS),
+    NavItem("Admin", "frontend:admin", ADMINS),
 ]

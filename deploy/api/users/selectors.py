@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.db.models import Q, QuerySet
 
 from deploy.api.errors import ApiError
@@ -34,3 +35,8 @@ def token_created_at(user):
     """When the user's token was made, or None when they have none. The token itself is never read out."""
     token = getattr(user, "auth_token", None)
     return token.created if token is not None else None
+
+
+def group_names() -> list[str]:
+    """Every group's name (the roles and any other group a budget can be set for), sorted."""
+    return sorted(Group.objects.values_list("name", flat=True))
