@@ -23,5 +23,7 @@ ADMINS = ("admin",)
 NAV = [
     NavItem("Dashboard", "frontend:dashboard", ANALYSTS),
     NavItem("Metrics", "frontend:metrics", ANALYSTS),
+    NavItem("Query", "frontend:query", ANALYSTS),
+    NavItem("Releases", "frontend:releases", ANALYSTS),
     NavItem("Admin", "frontend:admin", ADMINS),
 ]

@@ -30,24 +30,27 @@ def _in_ci() -> bool:
 def page_user(db, q):
     """Factory: ``page_user("ana", "analyst")`` is a user with that role and the password ``PASSWORD``."""
     def make(username: str, role: str = "analyst"):
-        user, _ = q.user(username, role)
-        user.set_password(PASSWORD)
-        user.save(update_fields=["password"])
-        return user
+        return with_password(q.user(username, role)[0])
     return make
 
 
+def with_password(user):
+    user.set_password(PASSWORD)
+    user.save(update_fields=["password"])
+    return user
+
+
 @pytest.fixture
-def analyst_client(page_user, client):
-    """A Django test client logged in (session) as the analyst 'ana'."""
-    client.force_login(page_user("ana", "analyst"))
+def analyst_client(analyst, client):
+    """A Django test client logged in (session) as the analyst 'ana' (the ``analyst`` fixture's user)."""
+    client.force_login(with_password(analyst[0]))
     return client
 
 
 @pytest.fixture
-def admin_client(page_user, client):
-    """A Django test client logged in (session) as the admin 'root'."""
-    client.force_login(page_user("root", "admin"))
+def admin_client(admin, client):
+    """A Django test client logged in (session) as the admin 'root' (the ``admin`` fixture's user)."""
+    client.force_login(with_password(admin[0]))
     return client
 
 
