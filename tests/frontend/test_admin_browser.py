@@ -147,7 +147,6 @@ def test_a_user_created_in_the_page_logs_in_with_the_password_and_its_token_is_s
     assert carol.get_by_test_id("budget").is_visible()
 
 
-@pytest.mark.slow
 def test_every_admin_page_fits_a_phone_and_is_keyboard_reachable(new_page, login, page_user, color, q):
     page_user("ana", "analyst")
     page_user("root", "admin")
@@ -159,7 +158,8 @@ def test_every_admin_page_fits_a_phone_and_is_keyboard_reachable(new_page, login
         # every control reachable by Tab has a visible focus ring and an accessible name
         page.keyboard.press("Tab")
         assert page.evaluate("() => document.activeElement.textContent") == "Skip to content"
-        unnamed = page.evaluate("""() => [...document.querySelectorAll('main input:not([type=hidden]), main select,
-            main textarea, main button')].filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
-            && !e.textContent.trim()).map(e => e.outerHTML)""")
+        unnamed = page.evaluate("""() => [...document.querySelectorAll(
+            'main input:not([type=hidden]), main select, main textarea, main button')]
+            .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim())
+            .map(e => e.outerHTML)""")
         assert unnamed == [], (path, unnamed)
