@@ -186,7 +186,7 @@ def test_a_refused_metric_names_the_rule(admin_client, data, field):
 def test_a_created_ingest_key_is_shown_once_and_works(admin_client, color, q):
     response = admin_client.post("/admin/ingest-keys", {"app": "web"})
     assert response.status_code == 200 and response["Cache-Control"] == "no-store"
-    plaintext = re.search(r'id="new-key" class="secret" value="([^"]+)"', response.content.decode()).group(1)
+    plaintext = re.search(r'<code id="new-key" class="secret"[^>]*>([^<]+)</code>', response.content.decode()).group(1)
     assert q.item_codes(q.post_batch(q.envelope([q.krr_item()]), plaintext)) == ["accepted"]
     listing = admin_client.get("/admin/ingest-keys").content.decode()
     assert plaintext not in listing and plaintext[:10] in listing
@@ -240,7 +240,7 @@ def test_an_admin_creates_a_user_whose_token_is_shown_once(admin_client):
     response = admin_client.post("/admin/users", {"username": "carol", "role": "analyst",
                                                   "password": "a long enough password"})
     assert response.status_code == 200 and response["Cache-Control"] == "no-store"
-    token = re.search(r'id="new-token" class="secret" value="([^"]+)"', response.content.decode()).group(1)
+    token = re.search(r'<code id="new-token" class="secret"[^>]*>([^<]+)</code>', response.content.decode()).group(1)
     assert Token.objects.get(user__username="carol").key == token
     assert token not in admin_client.get("/admin/users").content.decode()
     assert token not in admin_client.get("/admin/users/carol").content.decode()
@@ -274,7 +274,7 @@ def test_role_changes_and_token_rotation_from_the_user_page(world, admin_client,
     assert q.client(old).get("/api/v1/ingest-keys").status_code == 200
     rotated = admin_client.post("/admin/users/ana/token/rotate")
     assert rotated.status_code == 200 and rotated["Cache-Control"] == "no-store"
-    new = re.search(r'id="new-token" class="secret" value="([^"]+)"', rotated.content.decode()).group(1)
+    new = re.search(r'<code id="new-token" class="secret"[^>]*>([^<]+)</code>', rotated.content.decode()).group(1)
     assert q.client(old).get("/api/v1/metrics").status_code == 401
     assert q.client(new).get("/api/v1/metrics").status_code == 200
     assert admin_client.post("/admin/users/ana/token/revoke")["Location"].endswith("notice=token-revoked")

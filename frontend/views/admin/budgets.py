@@ -18,6 +18,7 @@ from accounting.services import policies as budget_services
 from deploy.api.errors import ApiError
 from deploy.api.users.selectors import group_names
 from frontend.access import admin_required, not_found
+from frontend.templatetags.admin_tags import delta_text
 from frontend.views.admin.common import body_of, notice, redirect_with_notice
 from telemetry import selectors as telemetry_selectors
 from telemetry.catalog import partition_scope
@@ -69,7 +70,7 @@ def decimal_text(number: Decimal) -> str:
 def policy_form(daily_epsilon, composition: str, delta) -> dict:
     """A budget form's initial values: the policy in force (δ only when approximate)."""
     return {"daily_epsilon": decimal_text(daily_epsilon), "composition": composition,
-            "delta": f"{delta:g}" if composition == "approximate" else ""}
+            "delta": delta_text(delta) if composition == "approximate" else ""}
 
 
 def _analyst_page(request, user, *, form=None, error=None, status=200):

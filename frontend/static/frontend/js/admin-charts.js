@@ -10,6 +10,12 @@
     return element ? JSON.parse(element.textContent) : null;
   }
 
+  // Ticks show a day as MM-DD (the tables beside the charts keep the full date).
+  function shortDay(value) {
+    var label = this.getLabelForValue(value);
+    return /^\d{4}-\d{2}-\d{2}$/.test(label) ? label.slice(5) : label;
+  }
+
   function capLine(labels, cap, label) {
     return {type: "line", label: label, data: labels.map(function () { return cap; }), borderColor: "#b42318",
             borderDash: [6, 4], pointRadius: 0, borderWidth: 2, fill: false};
@@ -23,7 +29,7 @@
       data: {labels: labels, datasets: datasets},
       options: {
         responsive: true, maintainAspectRatio: false, animation: reduced ? false : undefined,
-        scales: {x: {stacked: stacked, ticks: {maxRotation: 60, autoSkip: true}},
+        scales: {x: {stacked: stacked, ticks: {maxRotation: 60, autoSkip: true, callback: shortDay}},
                  y: {stacked: stacked, beginAtZero: true, title: {display: true, text: "ε"}}},
         plugins: {legend: {position: "bottom"}}
       }
