@@ -281,6 +281,15 @@ def test_role_changes_and_token_rotation_from_the_user_page(world, admin_client,
     assert q.client(new).get("/api/v1/metrics").status_code == 401
 
 
+def test_a_demoted_admins_open_session_loses_the_admin_pages_at_once(page_user, admin_client):
+    adam = Client()
+    adam.force_login(page_user("adam", "admin"))
+    assert adam.get("/admin/users").status_code == 200
+    assert admin_client.post("/admin/users/adam/role", {"role": "analyst"}).status_code == 302
+    assert adam.get("/admin/users").status_code == 403
+    assert adam.get("/").status_code == 200  # still an analyst
+
+
 def test_an_admin_cannot_lock_themself_or_the_service_out(admin_client):
     deactivate = admin_client.post("/admin/users/root/active", {"active": "false"})
     assert deactivate.status_code == 409 and "<code>cannot_deactivate_self</code>" in deactivate.content.decode()
