@@ -76,9 +76,8 @@ def budget_status(user, now: datetime | None = None) -> dict:
 
 
 def usage_history(user, days: int = 30, now: datetime | None = None) -> list[dict]:
-    since = utc_today(now) - timedelta(days=days - 1)
-    rows = DailySpend.objects.filter(spender=f"user:{user.pk}", day__gte=since).order_by("-day")
-    return [{"day": row.day, "spent": from_micro(row.spent_micro)} for row in rows]
+    """The ε charged to the user on each of the last ``days`` days that had any, newest first."""
+    return list(reversed(usage_histories([user], days, now)[user.pk]))
 
 
 def usage_histories(users, days: int = 30, now: datetime | None = None) -> dict[int, list[dict]]:

@@ -296,3 +296,22 @@ def test_an_admin_cannot_lock_themself_or_the_service_out(admin_client):
     demote = admin_client.post("/admin/users/root/role", {"role": "analyst"})
     assert demote.status_code == 409 and "<code>last_admin</code>" in demote.content.decode()
     assert admin_client.get("/admin").status_code == 200
+
+
+def test_the_admin_pages_doc_names_pages_and_tests_that_exist():
+    """docs/pages-admin.md stays true: every test it names exists, and every admin URL it lists resolves."""
+    from pathlib import Path
+
+    from django.urls import resolve
+
+    root = Path(__file__).resolve().parents[2]
+    doc = (root / "docs" / "pages-admin.md").read_text()
+    tests = "".join(path.read_text() for path in (root / "tests").rglob("test_*.py"))
+    named = set(re.findall(r"`(test_[a-z_]+)`", doc))
+    assert named and sorted(name for name in named if f"def {name}(" not in tests) == []
+    examples = {"<id>": "00000000-0000-0000-0000-000000000000", "<version>": "1"}
+    paths = re.findall(r"^\| `(/admin[^`]*?)`", doc, re.MULTILINE)
+    assert len(paths) == 12
+    for path in paths:
+        example = re.sub(r"<[a-z]+>", lambda m: examples.get(m.group(0), "x"), path)
+        assert (resolve(example).url_name or "").startswith("admin"), path
