@@ -290,6 +290,13 @@ def test_a_demoted_admins_open_session_loses_the_admin_pages_at_once(page_user, 
     assert adam.get("/").status_code == 200  # still an analyst
 
 
+def test_a_form_value_that_is_not_a_boolean_changes_nothing(world, admin_client):
+    response = admin_client.post("/admin/users/ana/active", {"active": "maybe"})
+    assert response.status_code == 400 and "<code>invalid_active</code>" in response.content.decode()
+    world.refresh_from_db()
+    assert world.is_active
+
+
 def test_an_admin_cannot_lock_themself_or_the_service_out(admin_client):
     deactivate = admin_client.post("/admin/users/root/active", {"active": "false"})
     assert deactivate.status_code == 409 and "<code>cannot_deactivate_self</code>" in deactivate.content.decode()

@@ -68,7 +68,8 @@ NOTICE_OF = {"role": "role-saved", "password": "password-saved"}
 def _change_body(what: str, post) -> dict:
     """The body of ``PATCH /users/<username>`` that the form ``what`` stands for."""
     if what == "active":
-        return {"active": post.get("active") == "true"}
+        value = post.get("active", "")
+        return {"active": {"true": True, "false": False}.get(value, value)}  # anything else: invalid_active
     return {what: post.get(what, "")}
 
 
