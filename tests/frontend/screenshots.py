@@ -88,12 +88,13 @@ SHOTS = [
 ]
 
 
-def shoot(base_url: str, out: Path, shots: list[Shot]) -> list[Path]:
+def shoot(base_url: str, out: Path, shots: list[Shot], widths: list[str]) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        for width, viewport in WIDTHS.items():
+        for width in widths:
+            viewport = WIDTHS[width]
             sessions = {}
             for shot in shots:
                 if shot.user not in sessions:
@@ -157,14 +158,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="a running demo's base URL; default: start one")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "screenshots")
+    parser.add_argument("--only", nargs="+", choices=[shot.name for shot in SHOTS], help="these shots only")
+    parser.add_argument("--widths", nargs="+", choices=list(WIDTHS), default=list(WIDTHS))
     args = parser.parse_args()
+    shots = [shot for shot in SHOTS if not args.only or shot.name in args.only]
     if args.url:
-        paths = shoot(args.url.rstrip("/"), args.out, SHOTS)
+        paths = shoot(args.url.rstrip("/"), args.out, shots, args.widths)
     else:
         with tempfile.TemporaryDirectory(prefix="privtel-shots-") as var_dir:
             demo, base_url = start_demo(var_dir)
             try:
-                paths = shoot(base_url, args.out, SHOTS)
+                paths = shoot(base_url, args.out, shots, args.widths)
             finally:
                 stop_demo(demo)
     for path in paths:

@@ -45,6 +45,8 @@ def test_running_pays_once_then_the_same_query_is_cached_and_free(analyst_client
     assert first.status_code == 200
     assert first.context["privacy"]["cached"] is False
     assert first.context["budget"]["remaining"] == 9
+    assert first.context["lifetime"] == {"left": 49, "days": 3}  # the default cap, 50, less this query's ε
+    assert b'data-testid="lifetime-left">at least \xce\xb5 49<' in first.content
     assert q.ledger_micro() == 1_000_000
     preview = analyst_client.post("/query", form(q, action="preview")).context["preview"]
     assert preview["released"] is not None  # "already released: free"
