@@ -10,11 +10,10 @@ import urllib.request
 
 import pytest
 
+from pages_testing import PHONE
 from telemetry.models import Release
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-PHONE = {"width": 390, "height": 844}  # as tests/frontend/conftest.py (not imported: another conftest may own the name)
 
 ADMIN_PAGES = ["/admin", "/admin/budgets", "/admin/budgets/analysts/ana", "/admin/budgets/groups/analyst",
                "/admin/budgets/metrics/color/v1", "/admin/metrics", "/admin/metrics/color", "/admin/ingest-keys",
