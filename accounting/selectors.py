@@ -76,9 +76,19 @@ def budget_status(user, now: datetime | None = None) -> dict:
 
 
 def usage_history(user, days: int = 30, now: datetime | None = None) -> list[dict]:
+    """The ε charged to the user on each of the last ``days`` days that had any, newest first."""
+    return list(reversed(usage_histories([user], days, now)[user.pk]))
+
+
+def usage_histories(users, days: int = 30, now: datetime | None = None) -> dict[int, list[dict]]:
+    """:func:`usage_history` of each user (oldest day first), read in one query."""
     since = utc_today(now) - timedelta(days=days - 1)
-    rows = DailySpend.objects.filter(spender=f"user:{user.pk}", day__gte=since).order_by("-day")
-    return [{"day": row.day, "spent": from_micro(row.spent_micro)} for row in rows]
+    ids = {f"user:{user.pk}": user.pk for user in users}
+    histories: dict[int, list[dict]] = {user.pk: [] for user in users}
+    rows = DailySpend.objects.filter(spender__in=list(ids), day__gte=since).order_by("day")
+    for row in rows:
+        histories[ids[row.spender]].append({"day": row.day, "spent": from_micro(row.spent_micro)})
+    return histories
 
 
 def partition_caps_micro(scopes: Iterable[str]) -> dict[str, int]:

@@ -35,6 +35,7 @@ handler500 = server_error
 
 urlpatterns = [
     path("health", health),
+    path("api/v1/", include("deploy.api.users.urls")),
     path("api/v1/", include("telemetry.urls")),
     path("api/v1/", include("accounting.urls")),
     path("api/v1/", include("federation.urls")),

@@ -25,6 +25,7 @@ NAV = [
     NavItem("Metrics", "frontend:metrics", ANALYSTS),
     NavItem("Query", "frontend:query", ANALYSTS),
     NavItem("Releases", "frontend:releases", ANALYSTS),
+    NavItem("Admin", "frontend:admin", ADMINS),
     NavItem("Exports", "frontend:federation-exports", ADMINS),
     NavItem("Contributors", "frontend:federation-contributors", ADMINS),
     NavItem("Transparency log", "frontend:federation-log", ADMINS),

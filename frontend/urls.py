@@ -7,7 +7,7 @@ from django.conf import settings
 from django.urls import path
 
 from frontend import static_files
-from frontend.views import analyst, auth, federation
+from frontend.views import admin, analyst, auth, federation
 
 app_name = "frontend"
 
@@ -16,4 +16,5 @@ urlpatterns = [
     *auth.urlpatterns,
     *analyst.urlpatterns,
     *federation.urlpatterns,
+    *admin.urlpatterns,
 ]

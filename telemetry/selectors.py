@@ -136,6 +136,14 @@ def current_metrics():
     return list(latest.values())
 
 
+def metric_versions(name: str) -> list[Metric]:
+    """Every version of a metric, newest first, or a 404 when there is no metric of that name."""
+    versions = list(Metric.objects.filter(name=name).order_by("-version"))
+    if not versions:
+        raise ApiError("unknown_metric", f"No metric {name!r}.", http_status=404)
+    return versions
+
+
 def active_ingest_key(key_hash: str) -> IngestKey | None:
     return IngestKey.objects.filter(key_hash=key_hash, revoked_at__isnull=True).first()
 

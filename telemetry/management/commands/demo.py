@@ -33,6 +33,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 from rest_framework.authtoken.models import Token
 
+from deploy.api.users import services as user_services
 from telemetry import services
 from telemetry.models import Metric, ObservedCounts
 from telemetry.rollup import advance_rollup
@@ -169,7 +170,7 @@ class Command(BaseCommand):
         """The user's API token; the user logs in to the pages with their DEMO_PASSWORDS entry."""
         user = get_user_model().objects.filter(username=username).first()
         if user is None:
-            user = services.create_user(username=username, role=role)[0]
+            user = user_services.create_user(username=username, role=role)[0]
         user.set_password(DEMO_PASSWORDS[username])
         user.save(update_fields=["password"])
         return Token.objects.get_or_create(user=user)[0].key
