@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from django.db import connection
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,10 +29,16 @@ def _get(url: str):
         return response.status, response.headers, response.read()
 
 
+def _test_database_url() -> str:
+    """runserver checks migrations at start, so it needs a database that exists: the test run's own."""
+    db = connection.settings_dict
+    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
 @pytest.fixture(params=["gunicorn", "runserver"])
-def server(request, postgres_and_redis):
+def server(request, postgres_and_redis, db):
     port = _free_port()
-    env = {**os.environ, "DEBUG": "false", "SECURE_SSL_REDIRECT": "false", "GUNICORN_BIND": f"127.0.0.1:{port}",
+    env = {**os.environ, "DATABASE_URL": _test_database_url(), "DEBUG": "false", "SECURE_SSL_REDIRECT": "false", "GUNICORN_BIND": f"127.0.0.1:{port}",
            "GUNICORN_WORKERS": "1", "LOG_LEVEL": "ERROR", "PYTHONPATH": str(REPO)}
     if request.param == "gunicorn":
         command = [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "deploy.wsgi"]
