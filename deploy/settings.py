@@ -59,7 +59,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",  # the pages' login (frontend/); the JSON API stays token-authenticated
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "deploy.api.users",  # API tokens, stored as digests (users_apitoken); below every app
     "accounting",
     "telemetry",
     "federation",
@@ -157,7 +157,7 @@ SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication",
+    "DEFAULT_AUTHENTICATION_CLASSES": ["deploy.api.users.authentication.TokenAuthentication",
                                        "deploy.api.auth.RejectIngestKeys"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],

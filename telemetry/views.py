@@ -5,7 +5,6 @@ from __future__ import annotations
 from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import status
-from rest_framework.authentication import TokenAuthentication
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -14,6 +13,7 @@ from accounting import serializers as budget_serializers
 from accounting.services import policies as budget_services
 from telemetry import selectors, serializers, services
 from deploy.api.auth import IsAdmin, IsAnalyst, IsIngestKey, api_key_from_header
+from deploy.api.users.authentication import TokenAuthentication
 from telemetry.auth import IngestKeyAuthentication, ingest_keys
 from telemetry.catalog import partition_scope
 from deploy.api.errors import ApiError, error_response

@@ -54,6 +54,14 @@ def user(username: str, role: str = "analyst"):
     return create_user(username=username, role=role)
 
 
+def token_for(user) -> str:
+    """A new API token for an existing user, replacing theirs: made directly (as by hand), with no role or
+    activity check. Only its digest is stored, so a test keeps the token it is given."""
+    from deploy.api.users.services import issue_token
+
+    return issue_token(user)
+
+
 def ingest_key(app: str = "test-app"):
     """(IngestKey, plaintext) of a new ingest key."""
     from telemetry.services import create_ingest_key

@@ -127,16 +127,13 @@ def ensure_analyst(username: str = "bench_analyst", metric_id: int | None = None
 
     from accounting.services.policies import set_analyst_budget, set_partition_cap
     from privacy.epsilon import to_micro
-    from deploy.api.users.services import create_user
+    from deploy.api.users.services import create_user, rotate_token
 
     user = get_user_model().objects.filter(username=username).first()
-    token = None
     if user is None:
         user, token = create_user(username=username, role="analyst")
-    else:
-        from rest_framework.authtoken.models import Token
-
-        token = Token.objects.get(user=user).key
+    else:  # only the digest of the token it had is stored: a new one
+        token = rotate_token(username=username)[1]
     set_analyst_budget(username=username, daily_epsilon_micro=to_micro("1000000"))
     if metric_id is not None:
         set_partition_cap(scope=f"metric:{metric_id}", lifetime_epsilon_micro=to_micro("1000000"))

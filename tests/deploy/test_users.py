@@ -10,10 +10,11 @@ from __future__ import annotations
 import orjson
 import pytest
 from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
 
+from deploy.api.auth import hash_key
 from deploy.api.users import services
-from helpers import client, ingest_key, run_threads, user
+from deploy.api.users.models import ApiToken
+from helpers import client, ingest_key, run_threads, token_for, user
 
 pytestmark = pytest.mark.django_db
 
@@ -32,9 +33,15 @@ def assert_error(response, status: int, code: str) -> dict:
 
 
 @pytest.fixture
-def root():
+def root_token():
+    """(user, token) of the admin 'root'."""
+    return user("root", "admin")
+
+
+@pytest.fixture
+def root(root_token):
     """(user, API client) of the admin 'root'."""
-    admin, token = user("root", "admin")
+    admin, token = root_token
     return admin, client(token)
 
 
@@ -42,7 +49,7 @@ def can_call_admin_endpoint(token: str) -> bool:
     return client(token).get("/api/v1/ingest-keys").status_code == 200
 
 
-def test_admin_lists_users_with_role_activity_and_token_presence_never_the_token(root):
+def test_admin_lists_users_with_role_activity_and_token_presence_never_the_token(root, root_token):
     _, ana_token = user("ana", "analyst")
     _, api = root
     get_user_model().objects.create_user(username="norole")
@@ -54,9 +61,10 @@ def test_admin_lists_users_with_role_activity_and_token_presence_never_the_token
     assert listing["ana"]["active"] is True and listing["ana"]["has_token"] is True
     assert listing["ana"]["token_created_at"] is not None
     assert listing["norole"]["has_token"] is False and listing["norole"]["token_created_at"] is None
+    assert listing["ana"]["token_prefix"] == ana_token[:8] and listing["norole"]["token_prefix"] is None
     assert "token" not in listing["ana"]
-    for token in Token.objects.values_list("key", flat=True):
-        assert token not in response.content.decode()
+    for token in (ana_token, root_token[1]):
+        assert token not in response.content.decode() and hash_key(token) not in response.content.decode()
     assert api.get(f"{USERS}/ana").json() == listing["ana"]
 
 
@@ -103,7 +111,7 @@ def test_only_admins_reach_users_and_tokens(root, method, url, body):
     assert_error(send(client("0" * 40)), 401, "authentication_failed")
     ana = get_user_model().objects.get(username="ana")
     assert get_user_model().objects.count() == 2 and ana.is_active and not ana.is_staff
-    assert Token.objects.filter(key=ana_token).exists()
+    assert ApiToken.objects.filter(user=ana, digest=hash_key(ana_token)).exists()
 
 
 def test_changing_a_role_applies_at_the_next_request(root):
@@ -123,7 +131,7 @@ def test_changing_a_role_applies_at_the_next_request(root):
 def test_a_demoted_superuser_is_no_longer_an_admin(root):
     _, api = root
     boss = get_user_model().objects.create_superuser(username="boss", password="pw-unused-here")
-    token = Token.objects.create(user=boss).key
+    token = token_for(boss)
     assert can_call_admin_endpoint(token)
     assert patch(api, "boss", {"role": "analyst"}).json()["role"] == "analyst"
     assert not can_call_admin_endpoint(token)
@@ -167,20 +175,22 @@ def test_a_deactivated_user_is_locked_out_and_reactivation_gives_no_token_back(r
 
 
 def test_a_deactivated_users_token_cannot_be_used_even_if_it_were_left_behind(root):
-    """The token row is deleted on deactivation; were one left (made by hand), DRF still refuses an inactive user."""
+    """The token row is deleted on deactivation; were one left (made by hand), authentication still refuses an
+    inactive user."""
     _, api = root
     ana, _ = user("ana", "analyst")
     patch(api, "ana", {"active": False})
-    stray = Token.objects.create(user=ana).key
+    stray = token_for(ana)
+    assert ApiToken.objects.filter(user=ana).exists()
     assert_error(client(stray).get("/api/v1/metrics"), 401, "authentication_failed")
 
 
-def test_an_admin_cannot_deactivate_themself_or_remove_the_last_admin(root):
+def test_an_admin_cannot_deactivate_themself_or_remove_the_last_admin(root, root_token):
     admin, api = root
     assert_error(patch(api, "root", {"active": False}), 409, "cannot_deactivate_self")
     assert_error(patch(api, "root", {"role": "analyst"}), 409, "last_admin")
     admin.refresh_from_db()
-    assert admin.is_active and can_call_admin_endpoint(Token.objects.get(user=admin).key)
+    assert admin.is_active and can_call_admin_endpoint(root_token[1])
     _, other_token = user("adam", "admin")
     assert patch(api, "root", {"role": "analyst"}).status_code == 200  # another admin is left
     assert_error(patch(client(other_token), "adam", {"role": "analyst"}), 409, "last_admin")

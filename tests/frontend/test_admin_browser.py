@@ -41,10 +41,8 @@ def analyst_with_data(page_user, color, q, short_region_axis):
 
 def test_an_admin_raises_the_analysts_budget_and_the_analyst_can_query_again(page, new_page, login, page_user,
                                                                             analyst_with_data, live_site, q):
-    from rest_framework.authtoken.models import Token
-
     ana = analyst_with_data
-    token = Token.objects.get(user=ana).key
+    token = q.token_for(ana)
     q.set_budget(ana, 1)
     status, _ = api_query(live_site, token, q.body("color", q.day(-1), epsilon=1))
     assert status == 200

@@ -8,10 +8,11 @@ import re
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
-from rest_framework.authtoken.models import Token
 
 from accounting.models import BudgetPolicy, PartitionCap
 from accounting.selectors import budget_status
+from deploy.api.auth import hash_key
+from deploy.api.users.models import ApiToken
 from telemetry.models import IngestKey, Metric, Release
 
 pytestmark = pytest.mark.django_db
@@ -36,7 +37,7 @@ POSTS = [("/admin/budgets/analysts/ana", {"daily_epsilon": "100"}),
 def _state() -> tuple:
     """Everything the admin forms can change."""
     users = sorted(get_user_model().objects.values_list("username", "is_active", "is_staff", "password"))
-    return (users, sorted(Token.objects.values_list("key", flat=True)), BudgetPolicy.objects.count(),
+    return (users, sorted(ApiToken.objects.values_list("digest", flat=True)), BudgetPolicy.objects.count(),
             PartitionCap.objects.count(), Metric.objects.count(), IngestKey.objects.count())
 
 
@@ -241,7 +242,7 @@ def test_an_admin_creates_a_user_whose_token_is_shown_once(admin_client):
                                                   "password": "a long enough password"})
     assert response.status_code == 200 and response["Cache-Control"] == "no-store"
     token = re.search(r'<code id="new-token" class="secret"[^>]*>([^<]+)</code>', response.content.decode()).group(1)
-    assert Token.objects.get(user__username="carol").key == token
+    assert ApiToken.objects.get(user__username="carol").digest == hash_key(token)
     assert token not in admin_client.get("/admin/users").content.decode()
     assert token not in admin_client.get("/admin/users/carol").content.decode()
     assert Client().login(username="carol", password="a long enough password")
@@ -252,7 +253,7 @@ def test_an_admin_creates_a_user_whose_token_is_shown_once(admin_client):
 def test_a_deactivated_users_session_and_token_stop_at_once(world, admin_client, q):
     client = Client()
     client.force_login(world)
-    token = Token.objects.get(user=world).key
+    token = q.token_for(world)
     assert client.get("/").status_code == 200
     response = admin_client.post("/admin/users/ana/active", {"active": "false"})
     assert response["Location"] == "/admin/users/ana?notice=deactivated"
@@ -269,7 +270,7 @@ def test_a_new_password_ends_the_users_sessions(world, admin_client):
 
 
 def test_role_changes_and_token_rotation_from_the_user_page(world, admin_client, q):
-    old = Token.objects.get(user=world).key
+    old = q.token_for(world)
     assert admin_client.post("/admin/users/ana/role", {"role": "admin"})["Location"].endswith("notice=role-saved")
     assert q.client(old).get("/api/v1/ingest-keys").status_code == 200
     rotated = admin_client.post("/admin/users/ana/token/rotate")

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -98,10 +99,15 @@ class Demo:
     def fed(self) -> dict[str, int]:
         return {name: int(n) for n, name in re.findall(r"^fed (\d+) randomized reports of (\w+)", self.output, re.M)}
 
-    def printed_query(self, **changes) -> dict:
-        """Run the query the demo printed (URL, token and body from its curl command), with ``changes`` to its body."""
+    def printed_token(self) -> str:
+        """The analyst token the demo printed (in its curl command)."""
+        return re.search(r"Authorization: Token (\w+)", self.output).group(1)
+
+    def printed_query(self, token: str | None = None, **changes) -> dict:
+        """Run the query the demo printed (URL, token and body from its curl command), with ``changes`` to its body;
+        with another ``token`` when given."""
         url = re.search(r"curl -s -X POST (\S+)", self.output).group(1)
-        token = re.search(r"Authorization: Token (\w+)", self.output).group(1)
+        token = token or self.printed_token()
         body = {**json.loads(re.search(r"-d '(\{.*\})'", self.output).group(1)), **changes}
         request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={
             "Authorization": f"Token {token}", "Content-Type": "application/json"})
@@ -187,5 +193,10 @@ def test_a_rerun_is_a_fresh_demo_and_keep_data_never_doubles_it(demos):
     assert kept.fed() == {name: 0 for name in ("app_theme", "screen_size", "favorite_feature")}
     cached = kept.printed_query()  # the same question on the same data: the released answer, free
     assert cached["privacy"]["cached"] is True and cached["release"]["id"] == again["release"]["id"]
+    # only token digests are stored: a kept user is issued a new token, says so, and the old one stops working
+    assert "demo_analyst is kept from an earlier run" in kept.output and kept.printed_token() != second.printed_token()
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        kept.printed_query(token=second.printed_token())
+    assert refused.value.code == 401
     assert abs(_seeded_reports(kept) - SEEDED) < 10
     kept.stop(signal.SIGTERM)

@@ -9,7 +9,6 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection, connections
 from django.db.migrations.executor import MigrationExecutor
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from privacy.ldp import make_oracle
@@ -22,7 +21,7 @@ from telemetry.models import IngestKey, Metric
 from telemetry.rollup import advance_rollup
 from telemetry.selectors import observed_counts
 
-from helpers import day_str, envelope, item_codes, krr_item, post_batch, staged_reports, today
+from helpers import day_str, envelope, item_codes, krr_item, post_batch, staged_reports, today, token_for
 
 METRIC_BODY = {"name": "newmetric", "domain": ["x", "y"], "epsilon": 1.0, "protocol": "krr"}
 
@@ -156,8 +155,7 @@ def test_revoked_ingest_key_stops_working_everywhere(color, key, ingest_key, adm
 
 def test_user_without_role_is_forbidden(color):
     user = get_user_model().objects.create_user(username="norole")
-    token = Token.objects.create(user=user)
-    response = client_for(f"Token {token.key}").get("/api/v1/metrics")
+    response = client_for(f"Token {token_for(user)}").get("/api/v1/metrics")
     assert response.status_code == 403 and response.json()["code"] == "permission_denied"
 
 

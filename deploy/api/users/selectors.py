@@ -10,7 +10,7 @@ from deploy.api.errors import ApiError
 
 
 def _users() -> QuerySet:
-    return get_user_model().objects.select_related("auth_token").prefetch_related("groups")
+    return get_user_model().objects.select_related("api_token").prefetch_related("groups")
 
 
 def users() -> list:
@@ -31,10 +31,10 @@ def active_admins() -> QuerySet:
             .filter(Q(is_superuser=True) | Q(groups__name="admin")).distinct())
 
 
-def token_created_at(user):
-    """When the user's token was made, or None when they have none. The token itself is never read out."""
-    token = getattr(user, "auth_token", None)
-    return token.created if token is not None else None
+def token_of(user):
+    """The user's stored token (digest, prefix, creation time), or None when they have none.
+    The database holds no token to read out: only its digest and first characters."""
+    return getattr(user, "api_token", None)
 
 
 def group_names() -> list[str]:

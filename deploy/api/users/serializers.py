@@ -1,7 +1,7 @@
 """The users API edge: request bodies into typed service arguments, users into response JSON.
 
 A token appears in a response only when it is made (create, rotate); listings say whether a
-user has one and since when, never what it is.
+user has one, since when and its first characters (``token_prefix``), never what it is.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from deploy.api.auth import role_of
 from deploy.api.errors import ApiError
 from deploy.api.parsing import object_body
-from deploy.api.users.selectors import token_created_at
+from deploy.api.users.selectors import token_of
 
 _CHANGEABLE = ("role", "active", "password")
 
@@ -51,8 +51,11 @@ def user_change_input(data) -> dict:
 
 
 def user_json(user) -> dict:
+    token = token_of(user)
     return {"username": user.username, "role": role_of(user), "active": user.is_active,
-            "has_password": user.has_usable_password(), "has_token": token_created_at(user) is not None, "token_created_at": token_created_at(user),
+            "has_password": user.has_usable_password(), "has_token": token is not None,
+            "token_prefix": token.prefix if token is not None else None,
+            "token_created_at": token.created if token is not None else None,
             "date_joined": user.date_joined, "last_login": user.last_login}
 
 

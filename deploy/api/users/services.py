@@ -1,7 +1,8 @@
 """Writes of users: create (the token is returned once), change role, (de)activate, rotate and revoke tokens.
 
-Tokens are DRF's (``rest_framework.authtoken``), looked up in the database on every request, so
-a revoked token, and the token of a deactivated user, stop working at the next request. A
+A token is 256 random bits, returned once; only its SHA-256 digest and first characters are stored
+(``models.ApiToken``). It is looked up by digest on every request (``authentication.py``), so a
+revoked token, and the token of a deactivated user, stop working at the next request. A
 deactivated user's session stops too: Django's ModelBackend does not load an inactive user.
 
 Changes that could leave the service without an active admin (a demotion, a deactivation) take
@@ -12,20 +13,22 @@ other at once cannot both succeed.
 from __future__ import annotations
 
 import re
+import secrets
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import IntegrityError, transaction
-from rest_framework.authtoken.models import Token
 
-from deploy.api.auth import ROLES, ensure_role_groups, role_of
+from deploy.api.auth import ROLES, ensure_role_groups, hash_key, role_of
 from deploy.api.db import advisory_xact_lock
 from deploy.api.errors import ApiError
+from deploy.api.users.models import ApiToken
 from deploy.api.users.selectors import active_admins, user_named
 
 USERS_LOCK = 0x7E1E_0020  # changes of roles and activity (telemetry holds _0002, _0003; federation _0010)
 _USERNAME_RE = re.compile(r"[\w.@+-]{1,150}")
 MIN_PASSWORD_LENGTH = 12
+TOKEN_PREFIX_LENGTH = 8  # hex characters kept to recognise a token: 32 of its 256 bits, the rest stay secret
 
 
 def _check_role(role: str) -> None:
@@ -50,7 +53,7 @@ def _set_role(user, role: str) -> None:
 
 @transaction.atomic
 def create_user(*, username: str, role: str, password: str | None = None) -> tuple[object, str]:
-    """A user with one role and a token; returns (user, token key). The key is shown once: nothing reads it later.
+    """A user with one role and a token; returns (user, token). The token is shown once: nothing reads it later.
 
     Without ``password`` the user cannot log in to the pages, only call the API.
     """
@@ -66,7 +69,15 @@ def create_user(*, username: str, role: str, password: str | None = None) -> tup
     except IntegrityError:  # the unique username: it exists, or a concurrent create won
         raise ApiError("user_exists", f"User {username!r} exists.", http_status=409)
     _set_role(user, role)
-    return user, Token.objects.create(user=user).key
+    return user, issue_token(user)
+
+
+def issue_token(user) -> str:
+    """A new token for ``user``, replacing any they had; returns it. Only its digest and prefix are stored."""
+    token = secrets.token_hex(32)
+    ApiToken.objects.filter(user=user).delete()
+    ApiToken.objects.create(user=user, digest=hash_key(token), prefix=token[:TOKEN_PREFIX_LENGTH])
+    return token
 
 
 def _refuse_if_last_admin(user) -> None:
@@ -102,7 +113,7 @@ def change_user(*, actor, username: str, role: str | None = None, active: bool |
         user.is_active = active
         user.save(update_fields=["is_active"])
         if not active:
-            Token.objects.filter(user=user).delete()
+            ApiToken.objects.filter(user=user).delete()
     if password is not None:
         user.set_password(password)
         user.save(update_fields=["password"])
@@ -111,20 +122,19 @@ def change_user(*, actor, username: str, role: str | None = None, active: bool |
 
 @transaction.atomic
 def rotate_token(*, username: str) -> tuple[object, str]:
-    """A new token for the user; the old one stops working at once. Returns (user, new token key)."""
+    """A new token for the user; the old one stops working at once. Returns (user, new token)."""
     user = get_user_model().objects.select_for_update().filter(username=username).first()
     if user is None:
         raise ApiError("unknown_user", f"No user named {username!r}.", http_status=404)
     if not user.is_active:
         raise ApiError("user_inactive", f"{username!r} is deactivated; reactivate them first.", http_status=409)
-    Token.objects.filter(user=user).delete()
-    key = Token.objects.create(user=user).key
-    return user_named(username), key
+    token = issue_token(user)
+    return user_named(username), token
 
 
 @transaction.atomic
 def revoke_token(*, username: str):
     """Delete the user's token (if any): it stops working at once, and the user has none until a rotation."""
     user = user_named(username)
-    Token.objects.filter(user=user).delete()
+    ApiToken.objects.filter(user=user).delete()
     return user_named(username)

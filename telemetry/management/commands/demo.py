@@ -31,7 +31,6 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
-from rest_framework.authtoken.models import Token
 
 from deploy.api.users import services as user_services
 from telemetry import services
@@ -167,13 +166,21 @@ class Command(BaseCommand):
                 self.stdout.write(f"metric {metric.name}: protocol={metric.protocol} k={metric.k} ε={metric.epsilon}")
 
     def _user_token(self, username: str, role: str) -> str:
-        """The user's API token; the user logs in to the pages with their DEMO_PASSWORDS entry."""
+        """The user's API token; the user logs in to the pages with their DEMO_PASSWORDS entry.
+
+        Only a token's digest is stored, so a user kept from an earlier run (``--keep-data``) cannot be
+        shown the token they had: they get a new one, and the old one stops working.
+        """
         user = get_user_model().objects.filter(username=username).first()
         if user is None:
-            user = user_services.create_user(username=username, role=role)[0]
+            user, token = user_services.create_user(username=username, role=role)
+        else:
+            token = user_services.rotate_token(username=username)[1]
+            self.stdout.write(f"{username} is kept from an earlier run; only a digest of its token is stored, so it "
+                              "gets a new token (the earlier one no longer works)")
         user.set_password(DEMO_PASSWORDS[username])
         user.save(update_fields=["password"])
-        return Token.objects.get_or_create(user=user)[0].key
+        return token
 
     def _start_worker(self) -> subprocess.Popen:
         return subprocess.Popen(
