@@ -1,8 +1,8 @@
 """The layers' import contract (ARCHITECTURE.md): imports only go down.
 
-``privacy/`` (pure) < ``deploy/api/`` (shared API plumbing) < ``accounting/`` (the ledger)
-< ``telemetry/``, ``federation/`` < ``frontend/``. Checked statically, over every import
-statement of every module (inside functions and ``TYPE_CHECKING`` blocks too), and for
+``privacy/`` (pure) < ``deploy/api/`` (shared API plumbing, with the ``users`` app of API tokens)
+< ``accounting/`` (the ledger) < ``telemetry/``, ``federation/`` < ``frontend/``. Checked statically,
+over every import statement of every module (inside functions and ``TYPE_CHECKING`` blocks too), and for
 the framework-free parts also dynamically: importing them in a fresh interpreter loads no
 Django. Pure: needs no database.
 """
@@ -105,6 +105,24 @@ def test_nothing_imports_the_pages():
 
 def test_deploy_api_imports_no_app():
     assert violations(["deploy/api"], APPS) == []
+
+
+def migration_dependencies(source: str) -> set[str]:
+    """The app labels a migration module's ``dependencies`` name; ``swappable_dependency(...)`` counts as ``auth``."""
+    labels = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "dependencies" for t in node.targets):
+            for item in node.value.elts:
+                labels.add(item.elts[0].value if isinstance(item, ast.Tuple) else "auth")
+    return labels
+
+
+def test_the_users_app_in_deploy_api_has_no_migration_dependency_on_an_app():
+    """``deploy.api.users`` is a Django app (label ``users``: the API tokens) inside the shared plumbing, below the
+    apps: its migrations, like its imports, reach only Django's auth and itself."""
+    migrations = _modules("deploy/api/users/migrations")
+    found = set().union(*(migration_dependencies(path.read_text()) for path in migrations))
+    assert found <= {"auth", "contenttypes", "users"} and "auth" in found, found
 
 
 # --- the framework-free parts load no Django at run time ------------------------------------------

@@ -18,7 +18,8 @@ ROLES = ("analyst", "admin")
 
 
 def hash_key(plaintext: str) -> str:
-    # Keys are 256-bit random tokens, so an unsalted SHA-256 cannot be brute-forced.
+    # Ingest keys and API tokens are 256-bit random (tokens carried over from DRF: 160-bit), so an unsalted
+    # SHA-256 cannot be brute-forced.
     return hashlib.sha256(plaintext.encode()).hexdigest()
 
 
