@@ -72,6 +72,7 @@ def create_user(*, username: str, role: str, password: str | None = None) -> tup
     return user, issue_token(user)
 
 
+@transaction.atomic
 def issue_token(user) -> str:
     """A new token for ``user``, replacing any they had; returns it. Only its digest and prefix are stored."""
     token = secrets.token_hex(32)
