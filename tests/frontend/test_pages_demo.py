@@ -12,10 +12,14 @@ from telemetry.management.commands.demo import DEMO_PASSWORDS, Command
 pytestmark = pytest.mark.django_db
 
 
-def test_the_demo_users_log_in_with_the_printed_passwords_and_the_welcome_names_the_pages(client):
+def test_the_demo_users_log_in_with_the_printed_passwords_and_the_welcome_names_the_pages(client, q):
     command = Command(stdout=io.StringIO())
+    first = command._user_token("demo_analyst", "analyst")
+    # a rerun keeps the user; only a digest of its token is stored, so it gets a new one, says so, and the old one stops
     tokens = [command._user_token("demo_analyst", "analyst"), command._user_token("demo_admin", "admin")]
-    assert command._user_token("demo_analyst", "analyst") == tokens[0]  # a rerun keeps the user and token
+    assert tokens[0] != first and "demo_analyst is kept from an earlier run" in command.stdout.getvalue()
+    assert q.client(first).get("/api/v1/metrics").status_code == 401
+    assert q.client(tokens[0]).get("/api/v1/metrics").status_code == 200
     command._print_welcome("http://127.0.0.1:8000", "ik_x", *tokens)
     welcome = command.stdout.getvalue()
     assert "pages:          http://127.0.0.1:8000/" in welcome
