@@ -137,9 +137,9 @@ def test_a_user_created_in_the_page_logs_in_with_the_password_and_its_token_is_s
     page.get_by_label("analyst").check()
     page.get_by_role("button", name="Create the user").click()
     token = page.get_by_test_id("token").inner_text()
-    assert len(token) == 40
+    assert len(token) == 64  # 256 random bits in hex
     page.goto("/admin/users/carol")
-    assert token not in page.content()
+    assert token not in page.content() and token[:8] in page.get_by_test_id("token-state").inner_text()
     carol = new_page()
     login(carol, "carol", password="a long enough password")
     assert carol.get_by_test_id("budget").is_visible()
