@@ -1,9 +1,11 @@
 """The roll-up: fold staged reports into counts, then delete them (aggregate, then discard).
 
-One roll-up is one transaction and one epoch: it deletes every committed
-staged row (``DELETE ... RETURNING``: rows committed after it started stay for
-the next one, so no watermark or fence is needed), folds their reports per
-(metric, day, region) (:func:`telemetry.staging.fold_cells`), appends what it
+One roll-up is one transaction and one epoch: it deletes every staged row
+committed before it started (``DELETE ... RETURNING``, in steps of ``CHUNK_ROWS``
+ids up to the largest id seen at the start: rows committed later stay for the
+next one, so no watermark or fence is needed), folds their reports per
+(metric, day, region) step by step (:func:`telemetry.staging.fold_cells`,
+merged by :func:`telemetry.staging.merge_cells`), appends what it
 added as ``CountDelta`` rows of a new ``RollupEpoch`` (merging in those of the
 epochs no release counted: :mod:`telemetry.epochs`), and adds it to
 ``ObservedCounts`` (on PostgreSQL both writes are one statement over binary
@@ -33,7 +35,18 @@ from telemetry.models import CountDelta, ObservedCounts, RollupEpoch
 ROLLUP_LOCK = 0x7E1E_0002
 Folded = dict[int, staging.FoldedCells]  # metric id -> what its staged reports add, per (day, region)
 
-_TAKE_STAGED = "DELETE FROM telemetry_stagedreports RETURNING metric_id, payload"
+# The staged rows are taken in steps of CHUNK_ROWS ids (about 10^6 k-RR reports, 8 MB), each deleted and
+# returned by one statement, so that memory and the server's buffering stay bounded whatever the backlog.
+# One statement deleting a backlog of 10^8 reports returned 800 MB at once: the server spilled them to a
+# temporary file before sending, and the client held them three times over (docs/benchmarks.md).
+CHUNK_ROWS = 10_000
+_STAGED_IDS = "SELECT min(id), max(id) FROM telemetry_stagedreports"
+_TAKE_CHUNK = "DELETE FROM telemetry_stagedreports WHERE id BETWEEN %s AND %s RETURNING metric_id, payload"
+# On PostgreSQL the server concatenates each metric's payloads: one row per metric and step.
+_TAKE_CHUNK_JOINED = (f"WITH taken AS ({_TAKE_CHUNK})"
+                      " SELECT metric_id, string_agg(payload, ''::bytea) FROM taken GROUP BY metric_id")
+# Enough for one step's rows to stay in memory on the server (the CTE's buffer), not in a temporary file.
+_STEP_WORK_MEM = "SET LOCAL work_mem = '64MB'"
 # One statement: the epoch's deltas appended, the totals upserted (their new values computed by the caller).
 # Supports travel as one blob per column, cut server-side: a list of thousands of bytea values costs
 # psycopg ~10 us each to send.
@@ -53,23 +66,34 @@ _WRITE_COUNTS = (
 )
 
 
-def _take_staged() -> dict[int, bytes]:
-    """Delete every committed staged row; the concatenated payloads of each metric."""
+def _take_chunk(first: int, last: int) -> dict[int, bytes]:
+    """Delete the committed staged rows with ids in [first, last]; the concatenated payloads of each metric."""
     if is_postgresql():
-        rows = fetch_binary(_TAKE_STAGED, [])
-    else:
-        with connection.cursor() as cursor:
-            cursor.execute(_TAKE_STAGED)
-            rows = cursor.fetchall()
+        return dict(fetch_binary(_TAKE_CHUNK_JOINED, [first, last]))
+    with connection.cursor() as cursor:
+        cursor.execute(_TAKE_CHUNK, [first, last])
+        rows = cursor.fetchall()
     payloads: dict[int, list[bytes]] = defaultdict(list)
     for metric_id, payload in rows:
         payloads[metric_id].append(payload)
     return {metric_id: b"".join(parts) for metric_id, parts in payloads.items()}
 
 
-def _fold_all(payloads: dict[int, bytes]) -> Folded:
-    return {metric_id: staging.fold_cells(catalog.by_id(metric_id), payload)
-            for metric_id, payload in payloads.items()}
+def _fold_staged() -> Folded:
+    """Delete every staged row committed before this roll-up began and fold its reports, step by step.
+
+    The ids are bounded once, at the start: a row staged later waits for the next roll-up, and so does a
+    row of an id already passed that commits meanwhile. Every row is deleted and folded exactly once."""
+    with connection.cursor() as cursor:
+        cursor.execute(_STAGED_IDS)
+        lowest, highest = cursor.fetchone()
+        if lowest is not None and is_postgresql():
+            cursor.execute(_STEP_WORK_MEM)
+    parts: dict[int, list[staging.FoldedCells]] = defaultdict(list)
+    for first in range(lowest or 0, (highest or -1) + 1, CHUNK_ROWS):
+        for metric_id, payload in _take_chunk(first, min(first + CHUNK_ROWS - 1, highest)).items():
+            parts[metric_id].append(staging.fold_cells(catalog.by_id(metric_id), payload))
+    return {metric_id: staging.merge_cells(folded) for metric_id, folded in parts.items()}
 
 
 @dataclass
@@ -146,7 +170,7 @@ def advance_rollup() -> RollupEpoch:
     """Fold every committed staged report into the counts as a new epoch, and delete it."""
     with transaction.atomic():
         advisory_xact_lock(ROLLUP_LOCK)  # one roll-up at a time
-        rows = _with_totals(_fold_all(_take_staged()))
+        rows = _with_totals(_fold_staged())
         epoch = RollupEpoch.objects.create(token=secrets.token_urlsafe(16))
         _write_counts(epoch, rows)
     with transaction.atomic():  # its own short transaction: queries never wait for the fold above

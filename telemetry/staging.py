@@ -137,6 +137,25 @@ def fold_cells(spec: MetricSpec, payload: bytes) -> FoldedCells:
                        supports[kept].astype(np.int64, copy=False))
 
 
+def _region_codes(regions: list[str]) -> np.ndarray:
+    """Each region as its record's 2-byte little-endian code (the order of ``fold_cells``'s cells)."""
+    return np.array([int.from_bytes(region.encode(), "little") for region in regions], dtype=np.int64)
+
+
+def merge_cells(parts: list[FoldedCells]) -> FoldedCells:
+    """The cells of several folds of one metric's reports added up, as one fold of all of them would give."""
+    if len(parts) == 1:
+        return parts[0]
+    regions = [region for part in parts for region in part.regions]
+    keys = (np.concatenate([part.days for part in parts]) << 16) | _region_codes(regions)
+    unique, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    reports = np.zeros(len(unique), dtype=np.int64)
+    np.add.at(reports, inverse, np.concatenate([part.reports for part in parts]))
+    supports = np.zeros((len(unique), parts[0].supports.shape[1]), dtype=np.int64)
+    np.add.at(supports, inverse, np.concatenate([part.supports for part in parts]))
+    return FoldedCells(unique >> 16, [regions[i] for i in first.tolist()], reports, supports)
+
+
 def fold(spec: MetricSpec, payload: bytes) -> Cells:
     """:func:`fold_cells` as a mapping (day, region) -> (reports, support counts)."""
     cells = fold_cells(spec, payload)

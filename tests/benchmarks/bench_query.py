@@ -147,16 +147,16 @@ def prepare(rows: int, yardstick_rows: int, reload: bool) -> tuple[object, dict]
 
 
 def _delete_returning_server_ms() -> list[float]:
-    """The server's own time (ms) for the roll-up's DELETE ... RETURNING (EXPLAIN ANALYZE, rolled back),
-    twice: the first pass is the first reader of the freshly committed rows, as the roll-up is."""
+    """The server's own time (ms) to delete every staged row as one DELETE ... RETURNING (what the roll-up's
+    steps delete together; EXPLAIN ANALYZE, rolled back), twice: the first pass is the first reader of the
+    freshly committed rows, as the roll-up is."""
     from django.db import connection, transaction
-
-    from telemetry import rollup
 
     times = []
     for _ in range(2):
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + rollup._TAKE_STAGED)
+            cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) DELETE FROM telemetry_stagedreports"
+                           " RETURNING metric_id, payload")
             plan = cursor.fetchone()[0]
             times.append(round((plan if isinstance(plan, list) else json.loads(plan))[0]["Execution Time"], 1))
             transaction.set_rollback(True)
@@ -207,7 +207,7 @@ def rollup_breakdown(rollup_once) -> dict:
     total is the advisory lock and Django's glue."""
     from django.db import connections
 
-    from telemetry import rollup
+    from telemetry import rollup, staging
     from telemetry.models import RollupEpoch
 
     parts: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
@@ -227,8 +227,9 @@ def rollup_breakdown(rollup_once) -> dict:
         setattr(owner, attr, wrapper)
         undo.append((owner, attr, original if own else None))
 
-    wrap(rollup, "_take_staged", "take_staged (DELETE ... RETURNING: server + transfer + join)")
-    wrap(rollup, "_fold_all", "fold (numpy, per metric)")
+    wrap(rollup, "_take_chunk", "take (DELETE ... RETURNING per step of CHUNK_ROWS ids: server + transfer)")
+    wrap(staging, "fold_cells", "fold (numpy, per metric and step)")
+    wrap(staging, "merge_cells", "merge (the steps' cells, per metric)")
     wrap(rollup, "_with_totals", "totals (read the ObservedCounts rows concerned, add, to columns)")
     wrap(RollupEpoch.objects, "create", "epoch_insert")
     wrap(rollup, "_write_counts", "write_counts (CountDelta append + ObservedCounts upsert, one statement)")
@@ -414,6 +415,8 @@ def main() -> None:
     parser.add_argument("--profile-iterations", type=int, default=30)
     parser.add_argument("--epsilon", default="0.01")
     parser.add_argument("--reload", action="store_true", help="rebuild the database and the yardstick")
+    parser.add_argument("--rollup-only", action="store_true",
+                        help="measure the roll-up alone (no yardstick needed: use with --yardstick-rows 0)")
     args = parser.parse_args()
     yardstick_rows = args.rows if args.yardstick_rows is None else args.yardstick_rows
 
@@ -429,6 +432,10 @@ def main() -> None:
 
     load_start = os.getloadavg()[0]
     rollup = measure_rollup(metric.id, args.rows, args.rollup_repeats)
+    if args.rollup_only:
+        loadavg = {"start": round(load_start, 2), "end": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}
+        print(json.dumps({"benchmark": "rollup", **rollup, "loadavg_1m": loadavg}))
+        return
     with connection.cursor() as cursor:  # what autovacuum would do after the roll-up's DELETE
         cursor.execute("VACUUM (ANALYZE) telemetry_stagedreports, telemetry_observedcounts, telemetry_countdelta")
         # every run starts from an empty ledger (bench database only)

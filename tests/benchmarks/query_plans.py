@@ -134,9 +134,13 @@ def _rollup_plans(metric_id: int, start) -> dict:
     qd.stage_reports(metric_id, INCREMENT, start)
     with connection.cursor() as cursor:
         cursor.execute("VACUUM (ANALYZE) telemetry_stagedreports")
-    plans = {"rollup_delete_returning_1M": _explain_rolled_back(rollup._TAKE_STAGED, [])}
+    with connection.cursor() as cursor:
+        cursor.execute(rollup._STAGED_IDS)
+        first_id, _ = cursor.fetchone()
+    plans = {"rollup_delete_returning_step": _explain_rolled_back(
+        rollup._TAKE_CHUNK_JOINED, [first_id, first_id + rollup.CHUNK_ROWS - 1])}
     with transaction.atomic():  # the rows the roll-up would write, computed as it does; nothing kept
-        rows = rollup._with_totals(rollup._fold_all(rollup._take_staged()))
+        rows = rollup._with_totals(rollup._fold_staged())
         transaction.set_rollback(True)
     first, last = qd.window()
     plans["rollup_totals_read"] = _explain_rolled_back(

@@ -14,7 +14,7 @@ from django.db import connections
 
 from privacy.ldp import make_oracle
 from telemetry.catalog import catalog
-from telemetry import staging
+from telemetry import rollup, staging
 from telemetry.models import CountDelta, ObservedCounts, RollupEpoch, StagedReports
 from telemetry.rollup import advance_rollup
 from telemetry.selectors import recounted_rows
@@ -92,6 +92,36 @@ def test_rollup_folds_the_staged_reports_and_deletes_them(metrics, key):
     advance_rollup()
     advance_rollup()
     assert _observed() == expected
+
+
+@pytest.mark.parametrize("rows_per_step", [1, 2, 5])
+def test_rollup_in_steps_counts_what_one_step_would(metrics, key, monkeypatch, rows_per_step):
+    """A backlog is deleted and folded in steps of CHUNK_ROWS staged rows: the cells that several steps
+    share add up, whatever the step (here a few rows, so every cell spans steps)."""
+    for c in range(4):
+        assert post_batch(_batch(40, f"c{c}", c), key).json()["accepted"] == 40
+    expected = _expected(staged_reports())
+    assert StagedReports.objects.count() == 8  # a row per batch and metric
+    monkeypatch.setattr(rollup, "CHUNK_ROWS", rows_per_step)
+    advance_rollup()
+    assert not StagedReports.objects.exists()
+    assert _observed() == expected
+
+
+def test_merged_cells_equal_one_fold_of_all_the_reports(make_metric):
+    """merge_cells of the folds of parts of a payload equals the fold of the whole, cell order included."""
+    metric = make_metric(name="merge", domain=[f"v{i}" for i in range(5)], protocol="oue", epsilon=1.0)
+    spec = catalog.by_id(metric.id)
+    rng = np.random.default_rng(5)  # test data only
+    reports = spec.oracle.pack(spec.oracle.randomize(rng.integers(0, 5, size=300)))
+    rows = [(metric.id, today() - timedelta(days=int(d)), ["", "US", "FR", "DE"][int(r)], None, p)
+            for d, r, p in zip(rng.integers(0, 5, size=300), rng.integers(0, 4, size=300), reports)]
+    whole = staging.fold_cells(spec, staging.pack_rows(spec, rows))
+    merged = staging.merge_cells([staging.fold_cells(spec, staging.pack_rows(spec, rows[a:b]))
+                                  for a, b in ((0, 7), (7, 150), (150, 151), (151, 300))])
+    assert merged.dates() == whole.dates() and merged.regions == whole.regions
+    assert merged.reports.tolist() == whole.reports.tolist()
+    assert merged.supports.tolist() == whole.supports.tolist()
 
 
 def test_rollup_is_incremental_and_merges_the_epochs_no_release_counted(metrics, key):
