@@ -227,7 +227,9 @@ def rollup_breakdown(rollup_once) -> dict:
         setattr(owner, attr, wrapper)
         undo.append((owner, attr, original if own else None))
 
-    wrap(rollup, "_take_chunk", "take (DELETE ... RETURNING per step of CHUNK_ROWS ids: server + transfer)")
+    wrap(rollup, "_seal", "seal (wait for ingest, move it to the other slot)")
+    wrap(rollup, "_read_pages", "read (SELECT per step of CHUNK_PAGES pages, payloads joined: server + transfer)")
+    wrap(rollup, "_empty", "empty (TRUNCATE the sealed slot)")
     wrap(staging, "fold_cells", "fold (numpy, per metric and step)")
     wrap(staging, "merge_cells", "merge (the steps' cells, per metric)")
     wrap(rollup, "_with_totals", "totals (read the ObservedCounts rows concerned, add, to columns)")
@@ -272,7 +274,8 @@ def measure_rollup(metric_id: int, rows: int, repeats: int) -> dict:
     breakdown = rollup_breakdown(advance_rollup)
     cells = {"observed_counts": ObservedCounts.objects.count(), "count_delta": CountDelta.objects.count()}
     qd.stage_reports(metric_id, rows, qd.window()[0])  # staged again (the counts stay), for EXPLAIN only
-    breakdown["delete_returning_server_ms (EXPLAIN ANALYZE: first reader, again)"] = _delete_returning_server_ms()
+    breakdown["delete_returning_server_ms (EXPLAIN ANALYZE of one DELETE of every staged row, what the roll-up"
+              " ran before the slots, for comparison: first reader, again)"] = _delete_returning_server_ms()
     qd.clear_staged()  # the counts of the breakdown's run stay: the queries read them
     walls = [run["wall_s"] for run in runs]
     cpus = [run["client_cpu_s"] + (run["backend_cpu_s"] or 0) for run in runs]

@@ -135,10 +135,9 @@ def _rollup_plans(metric_id: int, start) -> dict:
     with connection.cursor() as cursor:
         cursor.execute("VACUUM (ANALYZE) telemetry_stagedreports")
     with connection.cursor() as cursor:
-        cursor.execute(rollup._STAGED_IDS)
-        first_id, _ = cursor.fetchone()
-    plans = {"rollup_delete_returning_step": _explain_rolled_back(
-        rollup._TAKE_CHUNK_JOINED, [first_id, first_id + rollup.CHUNK_ROWS - 1])}
+        cursor.execute("SELECT telemetry_staging_slot()")
+        slot = f"telemetry_stagedreports_{cursor.fetchone()[0]}"
+    plans = {"rollup_read_step": _explain_rolled_back(rollup._READ_PAGES.format(slot=slot), [0, rollup.CHUNK_PAGES])}
     with transaction.atomic():  # the rows the roll-up would write, computed as it does; nothing kept
         rows = rollup._with_totals(rollup._fold_staged())
         transaction.set_rollback(True)

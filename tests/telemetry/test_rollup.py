@@ -9,8 +9,9 @@ from collections import defaultdict
 from datetime import timedelta
 
 import numpy as np
+import psycopg
 import pytest
-from django.db import connections
+from django.db import connection, connections
 
 from privacy.ldp import make_oracle
 from telemetry.catalog import catalog
@@ -94,18 +95,23 @@ def test_rollup_folds_the_staged_reports_and_deletes_them(metrics, key):
     assert _observed() == expected
 
 
-@pytest.mark.parametrize("rows_per_step", [1, 2, 5])
-def test_rollup_in_steps_counts_what_one_step_would(metrics, key, monkeypatch, rows_per_step):
-    """A backlog is deleted and folded in steps of CHUNK_ROWS staged rows: the cells that several steps
-    share add up, whatever the step (here a few rows, so every cell spans steps)."""
-    for c in range(4):
-        assert post_batch(_batch(40, f"c{c}", c), key).json()["accepted"] == 40
+def test_rollup_in_steps_counts_what_one_step_would(metrics, key, monkeypatch):
+    """A backlog is read and folded in steps of bounded size (CHUNK_PAGES pages of a slot on PostgreSQL,
+    CHUNK_ROWS rows on SQLite): the cells that several steps share add up. Here a step is one page or
+    one row, so every cell spans steps."""
+    for c in range(16):
+        assert post_batch(_batch(100, f"c{c}", c), key).json()["accepted"] == 100
     expected = _expected(staged_reports())
-    assert StagedReports.objects.count() == 8  # a row per batch and metric
-    monkeypatch.setattr(rollup, "CHUNK_ROWS", rows_per_step)
+    assert StagedReports.objects.count() == 32  # a row per batch and metric
+    monkeypatch.setattr(rollup, "CHUNK_PAGES", 1)
+    monkeypatch.setattr(rollup, "CHUNK_ROWS", 1)
+    merged = []
+    merge_cells = staging.merge_cells
+    monkeypatch.setattr(staging, "merge_cells", lambda parts: merged.append(len(parts)) or merge_cells(parts))
     advance_rollup()
     assert not StagedReports.objects.exists()
     assert _observed() == expected
+    assert min(merged) > 1  # each metric's reports came in several steps
 
 
 def test_merged_cells_equal_one_fold_of_all_the_reports(make_metric):
@@ -227,6 +233,57 @@ def test_rollup_while_ingesting_loses_and_doubles_nothing(metrics, key):
     total = writers * batches_each * batch_size
     observed = _observed()
     assert sum(r for r, _ in observed.values()) == total
+    assert not StagedReports.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rollup_waits_for_batches_being_staged_and_leaves_those_staged_after_it_sealed(metrics, key,
+                                                                                         monkeypatch):
+    """PostgreSQL's slots: a roll-up seals the slot ingest writes into only once every transaction staging
+    rows has ended, so a batch whose transaction is open when it starts is counted by it, not lost; a
+    batch staged while it reads goes to the other slot, is not blocked, and waits for the next roll-up."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the staging slots are PostgreSQL's")
+    krr = metrics[0]
+    spec = catalog.by_id(krr.id)
+    params = connection.get_connection_params()
+    open_batch = psycopg.connect(**{k: params[k] for k in ("dbname", "user", "host", "port", "password") if k in params})
+    open_batch.execute("INSERT INTO telemetry_stagedreports (metric_id, payload) VALUES (%s, %s)",
+                       [krr.id, staging.pack_rows(spec, [(krr.id, today(), "US", 2, None)])])  # not committed
+    reading, resume, errors = threading.Event(), threading.Event(), []
+    read_pages = rollup._read_pages
+
+    def paused_read(slot, first):
+        reading.set()
+        resume.wait(30)
+        return read_pages(slot, first)
+
+    monkeypatch.setattr(rollup, "_read_pages", paused_read)
+
+    def roll():
+        try:
+            advance_rollup()
+        except BaseException as error:  # noqa: BLE001
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    roller = threading.Thread(target=roll)
+    roller.start()
+    assert not reading.wait(1.0), "the roll-up sealed the slot while a batch was being staged in it"
+    open_batch.commit()
+    assert reading.wait(30)
+    later = post_batch(envelope([krr_item("k", "a", region="FR")], client_id="later"), key)  # during the read
+    assert later.status_code == 200
+    resume.set()
+    roller.join(60)
+    open_batch.close()
+    assert not errors, errors
+    assert {(cell[2], n) for cell, (n, _) in _observed().items()} == {("US", 1)}
+    assert len(staged_reports()) == 1  # the later batch, in the other slot
+    monkeypatch.setattr(rollup, "_read_pages", read_pages)
+    advance_rollup()
+    assert {(cell[2], n) for cell, (n, _) in _observed().items()} == {("US", 1), ("FR", 1)}
     assert not StagedReports.objects.exists()
 
 
