@@ -135,7 +135,7 @@ def _rollup_plans(metric_id: int, start) -> dict:
     with connection.cursor() as cursor:
         cursor.execute("VACUUM (ANALYZE) telemetry_stagedreports")
     with connection.cursor() as cursor:
-        cursor.execute("SELECT telemetry_staging_slot()")
+        cursor.execute("SELECT coalesce(pg_sequence_last_value('telemetry_staging_generation'), 0) % 2")
         slot = f"telemetry_stagedreports_{cursor.fetchone()[0]}"
     plans = {"rollup_read_step": _explain_rolled_back(rollup._READ_PAGES.format(slot=slot), [0, rollup.CHUNK_PAGES])}
     with transaction.atomic():  # the rows the roll-up would write, computed as it does; nothing kept
