@@ -41,7 +41,8 @@ def record_dtype(spec: MetricSpec) -> np.dtype:
 _KRR_RECORDS: dict[tuple, bytes] = {}  # a k-RR row's record, by (day, region, value): few distinct ones a day
 
 
-def _krr_record(day: date, region: str, value: int) -> bytes:
+def krr_record(day: date, region: str, value: int) -> bytes:
+    """The record of one k-RR report (the value's index)."""
     key = (day, region, value)
     record = _KRR_RECORDS.get(key)
     if record is None:
@@ -54,10 +55,13 @@ def _krr_record(day: date, region: str, value: int) -> bytes:
 def pack_rows(spec: MetricSpec, rows: Iterable[ReportRow]) -> bytes:
     """The payload of one batch's rows of one metric."""
     if spec.protocol == "krr":
-        return b"".join(_krr_record(day, region, value) for _, day, region, value, _ in rows)
-    record = _record_struct(spec.oracle.packed_size)
-    return b"".join(record.pack(day.toordinal() - _EPOCH_ORDINAL, region.encode(), payload)
-                    for _, day, region, _, payload in rows)
+        return b"".join(krr_record(day, region, value) for _, day, region, value, _ in rows)
+    return b"".join(packed_record(spec, day, region, payload) for _, day, region, _, payload in rows)
+
+
+def packed_record(spec: MetricSpec, day: date, region: str, payload: bytes) -> bytes:
+    """The record of one report of the other protocols (its packed encoding)."""
+    return _record_struct(spec.oracle.packed_size).pack(day.toordinal() - _EPOCH_ORDINAL, region.encode(), payload)
 
 
 Cells = dict[tuple[date, str], tuple[int, np.ndarray]]  # (day, region) -> (reports, support counts)

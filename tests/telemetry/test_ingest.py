@@ -666,7 +666,7 @@ def test_a_failed_write_stores_nothing_and_counts_nothing(make_metric, ingest_ke
     make_metric(bound=1)
     key_id = ingest_key[0].id
 
-    def unwritable(valid, admitted):
+    def unwritable(valid, admitted=None):
         return [(2 ** 70, b"")]  # no metric id column holds this: the staging INSERT fails
 
     body = envelope([krr_item(), krr_item(day=day_str(-1))], client_id="fails")
