@@ -170,7 +170,7 @@ def _stage_for_rollup(metric_id: int, rows: int) -> dict:
     start, _ = qd.window()
     staged = qd.stage_reports(metric_id, rows, start, progress=log)
     with connection.cursor() as cursor:
-        cursor.execute("SELECT coalesce(sum(pg_relation_size(relid)), 0) FROM pg_partition_tree('telemetry_stagedreports')")
+        cursor.execute("SELECT coalesce(sum(pg_relation_size(relid)), 0)::bigint FROM pg_partition_tree('telemetry_stagedreports')")
         staged["table_bytes"] = cursor.fetchone()[0]
     return staged
 
