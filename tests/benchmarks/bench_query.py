@@ -3,6 +3,7 @@
 Not collected by pytest. Run (PostgreSQL and Redis on localhost):
 
     python tests/benchmarks/bench_query.py [--rows 10000000] [--iterations 200] [--reload]
+    python tests/benchmarks/bench_query.py --rows 100000000 --yardstick-rows 0 --rollup-only
 
 Set-up, in the benchmark's own database ``privtel_bench_query`` (recreated on
 ``--reload`` or when it holds another data set; the real settings with
@@ -16,8 +17,8 @@ Measured, in this order, in one process:
 * ``rollup``: ``rows`` reports staged as the service stages them (one
   ``telemetry_stagedreports`` row per batch of 100, COPY BINARY, committed),
   then ``telemetry.rollup.advance_rollup()`` over all of them, timed end to end
-  (DELETE ... RETURNING, fold, epoch and CountDelta rows, ObservedCounts
-  upsert, COMMIT): ``--rollup-repeats`` times from empty counts, then once
+  (seal the staging slot, read it in steps, fold, epoch and CountDelta rows,
+  ObservedCounts upsert, TRUNCATE, COMMIT): ``--rollup-repeats`` times from empty counts, then once
   more with each part timed (the breakdown). The counts it leaves are the
   data the queries read; they are checked against the yardstick's GROUP BY.
 * ``service``: ``telemetry.release.service.run_query`` for a 90-day query grouped by day
