@@ -241,7 +241,8 @@ def test_a_rollup_waits_for_batches_being_staged_and_leaves_those_staged_after_i
                                                                                          monkeypatch):
     """PostgreSQL's slots: a roll-up seals the slot ingest writes into only once every transaction staging
     rows has ended, so a batch whose transaction is open when it starts is counted by it, not lost; a
-    batch staged while it reads goes to the other slot, is not blocked, and waits for the next roll-up."""
+    batch staged while it holds the sealed slot truncated goes to the other slot, is not blocked, and
+    waits for the next roll-up."""
     if connection.vendor != "postgresql":
         pytest.skip("the staging slots are PostgreSQL's")
     krr = metrics[0]
@@ -251,14 +252,14 @@ def test_a_rollup_waits_for_batches_being_staged_and_leaves_those_staged_after_i
     open_batch.execute("INSERT INTO telemetry_stagedreports (metric_id, payload) VALUES (%s, %s)",
                        [krr.id, staging.pack_rows(spec, [(krr.id, today(), "US", 2, None)])])  # not committed
     reading, resume, errors = threading.Event(), threading.Event(), []
-    read_pages = rollup._read_pages
+    empty = rollup._empty
 
-    def paused_read(slot, first):
+    def paused_after_truncate(slot):  # the slot is read and truncated; its lock is held until commit
+        empty(slot)
         reading.set()
         resume.wait(30)
-        return read_pages(slot, first)
 
-    monkeypatch.setattr(rollup, "_read_pages", paused_read)
+    monkeypatch.setattr(rollup, "_empty", paused_after_truncate)
 
     def roll():
         try:
@@ -273,7 +274,7 @@ def test_a_rollup_waits_for_batches_being_staged_and_leaves_those_staged_after_i
     assert not reading.wait(1.0), "the roll-up sealed the slot while a batch was being staged in it"
     open_batch.commit()
     assert reading.wait(30)
-    later = post_batch(envelope([krr_item("k", "a", region="FR")], client_id="later"), key)  # during the read
+    later = post_batch(envelope([krr_item("k", "a", region="FR")], client_id="later"), key)  # not blocked
     assert later.status_code == 200
     resume.set()
     roller.join(60)
@@ -281,7 +282,7 @@ def test_a_rollup_waits_for_batches_being_staged_and_leaves_those_staged_after_i
     assert not errors, errors
     assert {(cell[2], n) for cell, (n, _) in _observed().items()} == {("US", 1)}
     assert len(staged_reports()) == 1  # the later batch, in the other slot
-    monkeypatch.setattr(rollup, "_read_pages", read_pages)
+    monkeypatch.setattr(rollup, "_empty", empty)
     advance_rollup()
     assert {(cell[2], n) for cell, (n, _) in _observed().items()} == {("US", 1), ("FR", 1)}
     assert not StagedReports.objects.exists()
