@@ -13,7 +13,7 @@ from django.db.models import Count, Q
 
 from accounting.events import MechanismEvent, event_from_json
 from accounting.models import BudgetPolicy, DailySpend, LedgerEntry, PartitionCap, PartitionSpend
-from accounting.types import EffectivePolicy, Spender
+from accounting.types import EffectivePolicy, Partition, Spender
 from deploy.api.auth import role_of
 from privacy.epsilon import from_micro, to_micro
 
@@ -76,9 +76,19 @@ def budget_status(user, now: datetime | None = None) -> dict:
 
 
 def usage_history(user, days: int = 30, now: datetime | None = None) -> list[dict]:
+    """The ε charged to the user on each of the last ``days`` days that had any, newest first."""
+    return list(reversed(usage_histories([user], days, now)[user.pk]))
+
+
+def usage_histories(users, days: int = 30, now: datetime | None = None) -> dict[int, list[dict]]:
+    """:func:`usage_history` of each user (oldest day first), read in one query."""
     since = utc_today(now) - timedelta(days=days - 1)
-    rows = DailySpend.objects.filter(spender=f"user:{user.pk}", day__gte=since).order_by("-day")
-    return [{"day": row.day, "spent": from_micro(row.spent_micro)} for row in rows]
+    ids = {f"user:{user.pk}": user.pk for user in users}
+    histories: dict[int, list[dict]] = {user.pk: [] for user in users}
+    rows = DailySpend.objects.filter(spender__in=list(ids), day__gte=since).order_by("day")
+    for row in rows:
+        histories[ids[row.spender]].append({"day": row.day, "spent": from_micro(row.spent_micro)})
+    return histories
 
 
 def partition_caps_micro(scopes: Iterable[str]) -> dict[str, int]:
@@ -87,6 +97,15 @@ def partition_caps_micro(scopes: Iterable[str]) -> dict[str, int]:
     default = to_micro(settings.PRIVACY["DEFAULT_PARTITION_CAP_EPSILON"])
     caps = dict(PartitionCap.objects.filter(scope__in=scopes).values_list("scope", "lifetime_epsilon_micro"))
     return {scope: caps.get(scope, default) for scope in scopes}
+
+
+def partitions_left_micro(partitions: Iterable[Partition]) -> dict[Partition, int]:
+    """The lifetime cap left on each partition now: its scope's cap less the ε charged to it."""
+    partitions = sorted(set(partitions))
+    caps = partition_caps_micro(p.scope for p in partitions)
+    spent = {(row.scope, row.key): row.spent_micro for row in PartitionSpend.objects.filter(
+        scope__in={p.scope for p in partitions}, key__in={p.key for p in partitions})}
+    return {p: caps[p.scope] - spent.get((p.scope, p.key), 0) for p in partitions}
 
 
 def partition_usage(scope: str) -> dict:

@@ -1,11 +1,6 @@
-"""The federated export registry (issue 10).
+"""The federated export registry (issue 10) and DP-SGD training jobs.
 
-For now only its framework-free core, importable without Django:
-
-* :mod:`federation.canonical`: the one canonical JSON encoding (RFC 8785, JCS) that is signed and logged;
-* :mod:`federation.signing`: Ed25519 signatures over canonical bytes, key loading, contributor
-  pseudonyms, and the log's signed tree heads with key rotation;
-* :mod:`federation.transparency`: the RFC 6962 / RFC 9162 Merkle tree log, its O(log n) inclusion and
-  consistency proofs and their verifiers, and the audit of stored entries against signed heads;
-* :mod:`federation.aggregation`: FedAvg, FedProx, weighted and robust aggregation rules, prior merging.
+The framework-free core that the SDK shares (canonical JSON, signatures, the Merkle log, prior
+merging) lives in :mod:`privacy.federated`; :mod:`federation.aggregation` holds the aggregation
+strategies (pure numpy), :mod:`federation.rounds` the aggregation rounds.
 """

@@ -9,9 +9,9 @@ from accounting.models import PartitionCap, PartitionSpend
 from deploy.api.auth import IsAdmin, IsAnalyst
 from deploy.api.errors import ApiError
 from deploy.api.parsing import object_body, parse_epsilon_micro
-from federation import exports, log
-from federation.canonical import loads
-from federation.models import Contributor, Export
+from federation import exports, log, rounds, selectors
+from privacy.federated.canonical import loads
+from federation.models import AggregateRound, Contributor, Export
 from privacy.epsilon import from_micro
 
 
@@ -122,3 +122,59 @@ class LogConsistencyView(APIView):
 
     def get(self, request):
         return Response(log.consistency_proof(request.query_params.get("old"), request.query_params.get("new")))
+
+
+# --- aggregation rounds --------------------------------------------------------------------------------
+
+
+def aggregate_json(row: AggregateRound) -> dict:
+    """The round's logged AggregateWeights entry, its log index, and the entry's exact canonical text."""
+    return {"id": row.pk, "log_index": row.log_entry.index, "entry": loads(row.canonical_json),
+            "canonical_json": row.canonical_json}
+
+
+def _round_request(body: dict) -> dict:
+    allowed = {"domain", "strategy", "parameters", "min_contributions", "zscore_filter"}
+    if unknown := sorted(body.keys() - allowed):
+        raise ApiError("unknown_field", f"Unknown field(s): {', '.join(unknown)}.", field=unknown[0])
+    domain, parameters = body.get("domain"), body.get("parameters", {})
+    minimum, zscore = body.get("min_contributions", rounds.DEFAULT_MIN_CONTRIBUTIONS), body.get("zscore_filter")
+    if not isinstance(domain, str) or not 1 <= len(domain) <= 200:
+        raise ApiError("invalid_round_parameter", "domain must be a string of 1-200 characters.", field="domain")
+    if not isinstance(parameters, dict):
+        raise ApiError("invalid_round_parameter", "parameters must be an object.", field="parameters")
+    if isinstance(minimum, bool) or not isinstance(minimum, int) or not 2 <= minimum <= 10_000:
+        raise ApiError("invalid_round_parameter", "min_contributions must be an integer in [2, 10000].",
+                       field="min_contributions")
+    if zscore is not None and (isinstance(zscore, bool) or not isinstance(zscore, (int, float)) or not zscore > 0):
+        raise ApiError("invalid_round_parameter", "zscore_filter must be null or a positive number (the spec's "
+                       "threshold is 2).", field="zscore_filter")
+    return {"domain": domain, "strategy": body.get("strategy", rounds.DEFAULT_STRATEGY), "parameters": parameters,
+            "min_contributions": minimum, "zscore_filter": None if zscore is None else float(zscore)}
+
+
+class RoundsView(APIView):
+    """POST (admin) runs a round now; GET (public) lists a domain's rounds, newest first."""
+
+    def get_permissions(self):
+        return [AllowAny()] if self.request.method == "GET" else [IsAdmin()]
+
+    def get(self, request):
+        rows = selectors.aggregate_rounds(request.query_params.get("domain"))
+        return Response({"rounds": [aggregate_json(row) for row in rows]})
+
+    def post(self, request):
+        row = rounds.run_round(**_round_request(object_body(request.data)))
+        return Response(aggregate_json(row), status=201)
+
+
+class LatestAggregateView(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    def get(self, request):
+        domain = request.query_params.get("domain")
+        row = selectors.latest_aggregate(domain)
+        if row is None:
+            raise ApiError("unknown_aggregate", f"No aggregation round for domain {domain!r} yet.", http_status=404)
+        return Response(aggregate_json(row))

@@ -5,7 +5,8 @@
 1. the Ed25519 signature over ``canonical_bytes`` of the body without ``signature``, by the key of the
    active contributor the body names (``unknown_contributor``, ``invalid_signature``);
 2. every string of the body, re-scanned for PII (``pii_leak``);
-3. the DP proof: ε recomputed by the server's accountant from the mechanism parameters (``proof_mismatch``);
+3. the DP proof: ε recomputed by the server's accountant from the mechanism parameters (``proof_mismatch``),
+   and the norm of the weights a proof part ``covers`` against its clip norm and noise (``byzantine_outlier``);
 4. under the contributor's row lock: replay (``duplicate_export``), then the FederationPolicy (segment kinds,
    domains, quality gate, rate limit) and the ledger charge on ``contributor:<id>``.
 
@@ -15,6 +16,7 @@ Then the export is stored and appended to the transparency log, in the same tran
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -24,22 +26,22 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from accounting.accountants import PLDAccountant
-from accounting.events import ComposedEvent, DiscreteLaplaceEvent, GaussianEvent, MechanismEvent
+from accounting.events import MechanismEvent
+from accounting.proofs import NoisedPart, ProofError, proof_epsilon_micro
 from accounting.services.ledger import charge
 from accounting.services.policies import set_partition_cap
 from accounting.types import Partition, Spender, Subject
 from deploy.api.errors import ApiError
 from deploy.api.parsing import finite_decimal
-from federation import log, signing
-from federation.canonical import CanonicalizationError, canonical_bytes
+from federation import log
+from privacy.federated import signing
+from privacy.federated.canonical import CanonicalizationError, canonical_bytes
 from federation.models import Contributor, Export
 from privacy.epsilon import MICRO_PER_EPSILON, from_micro
 from privacy.pii import PiiLeakDetected, PiiStripper
 
 BODY_FIELDS = {"manifest", "proof", "redaction_log", "segments", "signature", "contributor"}
 FORMAT_VERSION = 1
-MECHANISMS = ("gaussian", "laplace")
 
 
 # --- contributors ----------------------------------------------------------------------------------
@@ -209,55 +211,87 @@ def _rescan_pii(signed: dict) -> None:
 # --- the DP proof ----------------------------------------------------------------------------------
 
 
-def _positive(part: dict, name: str, where: str) -> Fraction:
-    number = finite_decimal(part.get(name))
-    if number is None or number <= 0:
-        raise ApiError("proof_mismatch", f"{where}.{name} must be a positive number.", field=f"{where}.{name}")
-    return Fraction(number)
+def _part(part, where: str) -> NoisedPart:
+    if not isinstance(part, dict):
+        raise ApiError("proof_mismatch", f"{where} must be an object.", field=where)
 
+    def number(name: str) -> Fraction:
+        value = finite_decimal(part.get(name))
+        if value is None or value <= 0:
+            raise ApiError("proof_mismatch", f"{where}.{name} must be a positive number.", field=f"{where}.{name}")
+        return Fraction(value)
 
-def _part_event(part, where: str) -> MechanismEvent:
-    if not isinstance(part, dict) or part.get("mechanism") not in MECHANISMS:
-        raise ApiError("proof_mismatch", f"{where}.mechanism must be one of {list(MECHANISMS)}.",
-                       field=f"{where}.mechanism")
-    scale, sensitivity = _positive(part, "noise_scale", where), _positive(part, "sensitivity", where)
-    if sensitivity < _positive(part, "clip_norm", where):  # clipping bounds one contribution's norm: Δ ≥ C
-        raise ApiError("proof_mismatch", f"{where}.sensitivity is below its clip_norm: the noise does not cover "
-                       "one clipped contribution.", field=f"{where}.sensitivity")
-    if part["mechanism"] == "gaussian":
-        return GaussianEvent(noise_multiplier=float(scale / sensitivity))
-    # Laplace mechanism with scale b = Δ1/ε is ε-DP (Dwork & Roth 2014, Thm. 3.6); ε rounded up to the µε grid.
-    epsilon_micro = -(-sensitivity * MICRO_PER_EPSILON // scale)
-    return DiscreteLaplaceEvent(epsilon=from_micro(int(epsilon_micro)))
+    return NoisedPart(mechanism=part.get("mechanism"), noise_scale=number("noise_scale"),
+                      sensitivity=number("sensitivity"), clip_norm=number("clip_norm"))
 
 
 def verify_proof(proof: dict) -> tuple[MechanismEvent, int, Decimal]:
     """(the event the proof describes, its ε at the proof's δ in µε as the server computes it, δ).
 
     A proof is one mechanism (``mechanism``, ``noise_scale``, ``sensitivity``, ``clip_norm`` at the top
-    level) or ``parts``: several noised parts of one export, composed (PLD). Raises ``proof_mismatch``
-    when the claimed ``epsilon`` is not the recomputed one to within 1e-6.
+    level) or ``parts``: several noised parts of one export, composed (PLD), through
+    :mod:`accounting.proofs`, the code the SDK claims its ε with. Raises ``proof_mismatch`` when the
+    claimed ``epsilon`` is not the recomputed one to within 1e-6, ``invalid_epsilon`` when it is not positive.
     """
     delta = finite_decimal(proof.get("delta"))
     if delta is None or not 0 <= delta < Decimal("0.001"):
         raise ApiError("invalid_delta", "proof.delta must be a number in [0, 0.001).", field="proof.delta")
-    parts = proof.get("parts", [proof])
-    if not isinstance(parts, list) or not parts:
-        raise ApiError("proof_mismatch", "proof.parts must be a non-empty list.", field="proof.parts")
-    events = [_part_event(part, f"proof.parts[{n}]" if "parts" in proof else "proof") for n, part in enumerate(parts)]
-    event = events[0] if len(events) == 1 else ComposedEvent(parts=tuple(events))
-    if event.pure_epsilon_micro is not None and delta == 0:
-        computed_micro = event.pure_epsilon_micro
-    elif delta == 0:
-        raise ApiError("invalid_delta", "A Gaussian proof needs a positive delta.", field="proof.delta")
-    else:
-        computed_micro = PLDAccountant(delta).spent_micro([event])
     claimed = finite_decimal(proof.get("epsilon"))
+    if claimed is not None and claimed <= 0:  # spec InvalidEpsilon
+        raise ApiError("invalid_epsilon", "proof.epsilon must be a positive number.", field="proof.epsilon")
+    listed = "parts" in proof
+    parts = proof["parts"] if listed else [proof]
+    if not isinstance(parts, list):
+        raise ApiError("proof_mismatch", "proof.parts must be a non-empty list.", field="proof.parts")
+    try:
+        event, computed_micro = proof_epsilon_micro(
+            [_part(part, f"proof.parts[{n}]" if listed else "proof") for n, part in enumerate(parts)], delta,
+            listed=listed)
+    except ProofError as exc:
+        raise ApiError(exc.code, exc.message, field=exc.field) from None
     if claimed is None or abs(claimed * MICRO_PER_EPSILON - computed_micro) > 1:
         raise ApiError("proof_mismatch", f"The proof claims epsilon {proof.get('epsilon')!r}; its mechanism "
                        f"parameters give {from_micro(computed_micro)} at delta {delta}.", field="proof.epsilon",
                        epsilon_computed=float(from_micro(computed_micro)))
     return event, computed_micro, delta
+
+
+# --- the noised weights against their proof (spec ByzantineOutlier) ---------------------------------
+
+NORM_CHECK_TAIL = 40.0  # t: a correct export fails the check with probability at most e^-40
+
+
+def noise_norm_bound(mechanism: str, noise_scale: float, dimension: int, t: float = NORM_CHECK_TAIL) -> float:
+    """A bound the L2 norm of the noise exceeds with probability at most e^-t."""
+    if mechanism == "gaussian":
+        # ||N(0, σ²I_d)||² / σ² ≤ d + 2√(dt) + 2t but with probability e^-t (Laurent & Massart 2000, Lemma 1).
+        return noise_scale * math.sqrt(dimension + 2 * math.sqrt(dimension * t) + 2 * t)
+    # |Lap(b)| > b(ln d + t) for some coordinate with probability ≤ d·e^-(ln d + t) = e^-t (union bound), and
+    # ||x||₂ ≤ √d·||x||∞.
+    return noise_scale * math.sqrt(dimension) * (math.log(dimension) + t)
+
+
+def _check_noised_norms(signed: dict) -> None:
+    """A part that names the ``lora_weights`` segments it ``covers`` claims they were clipped to ``clip_norm``
+    and then noised: their norm can then exceed ``clip_norm`` only by the noise's. A larger one did not come
+    from the mechanism the proof describes (a scaled or replaced update): ``byzantine_outlier``."""
+    proof, segments = signed["proof"], signed["segments"]
+    for n, part in enumerate(proof["parts"] if "parts" in proof else [proof]):
+        covers = part.get("covers")
+        if not isinstance(covers, list) or not covers:
+            continue
+        if not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < len(segments) for i in covers):
+            raise _invalid("proof part covers must list segment indices.", f"proof.parts[{n}].covers")
+        if any(segments[i]["kind"] != "lora_weights" for i in covers):
+            continue  # priors are clamped after the noise (post-processing): their norm says nothing
+        values = [value for i in covers for value in (segments[i].get("values") or [])]
+        if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise _invalid("a lora_weights segment needs non-empty numeric values.", "segments")
+        bound = float(part["clip_norm"]) + noise_norm_bound(part["mechanism"], float(part["noise_scale"]), len(values))
+        if math.sqrt(math.fsum(v * v for v in values)) > bound:
+            raise ApiError("byzantine_outlier", f"The weights covered by proof part {n} have a norm no clipped, "
+                           "noised update of this proof could have (beyond clip_norm plus the noise's bound).",
+                           field=f"proof.parts[{n}]" if "parts" in proof else "proof")
 
 
 # --- accepting an export ---------------------------------------------------------------------------
@@ -274,11 +308,13 @@ def submit_export(*, body) -> Export:
     try:
         digest = export_digest(signed)
     except CanonicalizationError as exc:
-        raise _invalid(f"The body has no canonical JSON form: {exc}.") from None
+        raise ApiError("serialization_error", f"The body has no RFC 8785 canonical form, so no signature can cover "
+                       f"it: {exc}.") from None
     contributor = _verify_signature(signed, signature, pseudonym)
     _rescan_pii(signed)
     manifest = _read_manifest(signed["manifest"])
     event, claimed_micro, delta = verify_proof(signed["proof"])
+    _check_noised_norms(signed)
     kinds = [segment["kind"] for segment in signed["segments"]]
     try:
         with transaction.atomic():

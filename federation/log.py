@@ -1,6 +1,6 @@
 """The transparency log in the database: appends, signed tree heads, proofs and the audit.
 
-The tree math is :mod:`federation.transparency`; this module backs its ``subtree(level, index)``
+The tree math is :mod:`privacy.federated.transparency`; this module backs its ``subtree(level, index)``
 accessor with the ``LogNode`` table (every complete aligned subtree hash, written once when the
 subtree fills up), so a root or a proof reads O(log n) rows. Appends are serialized by one
 transaction-scoped advisory lock, so indices are dense and every node is written exactly once.
@@ -11,14 +11,15 @@ against all of them, which catches truncation as well as edits and reorderings.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
 
 from deploy.api.db import advisory_xact_lock
 from deploy.api.errors import ApiError
-from federation import signing, transparency
-from federation.models import Export, LogEntry, LogNode, TreeHead
+from privacy.federated import signing, transparency
+from federation.models import AggregateRound, Export, LogEntry, LogNode, TreeHead
 
 LOG_APPEND_LOCK = 0x7E1E_0010  # one append at a time (telemetry holds 0x7E1E_0002, _0003)
 
@@ -29,17 +30,25 @@ def signing_key():
 
 
 def size() -> int:
-    return LogEntry.objects.count()
+    """Entries in the log: the last index + 1, read from the unique index in O(log n) (indices are dense: appends
+    hold the lock; ``audit`` checks it). COUNT(*) would scan the whole table on every append and head."""
+    last = LogEntry.objects.order_by("-index").values_list("index", flat=True).first()
+    return 0 if last is None else last + 1
 
 
-def _subtree(level: int, index: int) -> bytes:
+def lock() -> None:
+    """Take the append lock for the rest of the caller's transaction (the log cannot grow under it)."""
+    advisory_xact_lock(LOG_APPEND_LOCK)
+
+
+def subtree(level: int, index: int) -> bytes:
     row = LogNode.objects.filter(level=level, index=index).values_list("hash", flat=True).first()
     if row is None:
         raise IndexError(f"no complete subtree ({level}, {index})")
     return bytes(row)
 
 
-def append(entry: bytes, *, export: Export | None = None) -> int:
+def append(entry: bytes, *, export: Export | None = None, aggregate: AggregateRound | None = None) -> int:
     """Append ``entry`` under the log lock, writing its leaf and every subtree it completes; its index.
 
     Runs inside the caller's transaction: the entry is logged if and only if what it records commits.
@@ -49,10 +58,10 @@ def append(entry: bytes, *, export: Export | None = None) -> int:
     advisory_xact_lock(LOG_APPEND_LOCK)
     index = size()
     leaf = transparency.leaf_hash(entry)
-    LogEntry.objects.create(index=index, entry=entry, leaf_hash=leaf, export=export)
+    LogEntry.objects.create(index=index, entry=entry, leaf_hash=leaf, export=export, aggregate=aggregate)
     nodes, level, position, hashed = [LogNode(level=0, index=index, hash=leaf)], 0, index, leaf
     while position % 2 == 1:  # this subtree is the right half of a now complete parent
-        hashed = transparency.node_hash(_subtree(level, position - 1), hashed)
+        hashed = transparency.node_hash(subtree(level, position - 1), hashed)
         level, position = level + 1, position // 2
         nodes.append(LogNode(level=level, index=position, hash=hashed))
     LogNode.objects.bulk_create(nodes)
@@ -60,7 +69,7 @@ def append(entry: bytes, *, export: Export | None = None) -> int:
 
 
 def root(tree_size: int) -> bytes:
-    return transparency.subtree_hash(_subtree, 0, tree_size)
+    return transparency.subtree_hash(subtree, 0, tree_size)
 
 
 def _checked_size(value, name: str, current: int, minimum: int = 0) -> int:
@@ -77,8 +86,8 @@ def inclusion_proof(index, tree_size=None) -> dict:
     current = size()
     tree_size = current if tree_size in (None, "") else _checked_size(tree_size, "size", current, 1)
     index = _checked_size(index, "index", tree_size - 1) if tree_size else _checked_size(index, "index", -1)
-    return {"index": index, "tree_size": tree_size, "leaf_hash": _subtree(0, index).hex(),
-            "audit_path": [node.hex() for node in transparency.inclusion_path(_subtree, index, tree_size)]}
+    return {"index": index, "tree_size": tree_size, "leaf_hash": subtree(0, index).hex(),
+            "audit_path": [node.hex() for node in transparency.inclusion_path(subtree, index, tree_size)]}
 
 
 def consistency_proof(old, new=None) -> dict:
@@ -86,7 +95,7 @@ def consistency_proof(old, new=None) -> dict:
     new = current if new in (None, "") else _checked_size(new, "new", current)
     old = _checked_size(old, "old", new)
     return {"old_size": old, "new_size": new,
-            "proof": [node.hex() for node in transparency.consistency_path(_subtree, old, new)]}
+            "proof": [node.hex() for node in transparency.consistency_path(subtree, old, new)]}
 
 
 def _stored_head(row: TreeHead) -> signing.SignedTreeHead:
@@ -130,3 +139,38 @@ def audit(trusted_keys: Iterable | None = None) -> transparency.AuditReport:
         report = transparency.AuditReport(report.entries, report.heads_checked, report.verified_size,
                                           report.unsigned_entries, problems)
     return report
+
+
+@dataclass(frozen=True)
+class EntryCheck:
+    """A server-side check of one entry with the SDK's pure verifiers: the head's signature, then inclusion."""
+
+    index: int
+    entry: bytes
+    leaf_hash: bytes
+    audit_path: list[bytes]
+    head: signing.SignedTreeHead
+    head_signature_ok: bool
+    included: bool
+    export_id: int | None
+    aggregate_id: int | None
+
+
+def check_entry(index: int) -> EntryCheck | None:
+    """Verify entry ``index`` against the current signed head (None when the log has no such entry)."""
+    head = signed_head()
+    row = LogEntry.objects.filter(index=index).first() if 0 <= index < head.tree_size else None
+    if row is None:
+        return None
+    entry, key = bytes(row.entry), signing_key().public_key()
+    try:
+        signing.verify_tree_head(head, [key])
+        signature_ok = True
+    except signing.SignatureError:
+        signature_ok = False
+    leaf = transparency.leaf_hash(entry)  # recomputed from the stored bytes, not read from the row
+    path = transparency.inclusion_path(subtree, index, head.tree_size)
+    return EntryCheck(index=index, entry=entry, leaf_hash=leaf, audit_path=path, head=head,
+                      head_signature_ok=signature_ok,
+                      included=transparency.verify_inclusion(leaf, index, head.tree_size, path, head.root_hash),
+                      export_id=row.export_id, aggregate_id=row.aggregate_id)

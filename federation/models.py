@@ -113,15 +113,36 @@ class Export(models.Model):
     proof_delta = models.FloatField()
     epsilon_charged_micro = models.BigIntegerField()  # what the ledger charged (at the ledger's δ)
     received_at = models.DateTimeField(default=timezone.now, db_index=True)
+    aggregated_in = models.ForeignKey("AggregateRound", null=True, blank=True, on_delete=models.PROTECT,
+                                      related_name="exports")  # the round that took it (each export: one round)
+
+
+class AggregateRound(models.Model):
+    """One aggregation round of a domain: its AggregateWeights (spec segment 0x36), logged as an entry of its own.
+
+    ``canonical_json`` is the logged entry exactly (what a verifier hashes); the other fields are read from it.
+    """
+
+    domain = models.CharField(max_length=200)
+    number = models.IntegerField()  # 1, 2, ... per domain
+    strategy = models.CharField(max_length=32)
+    participation_count = models.IntegerField()
+    dimension = models.IntegerField()
+    canonical_json = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["domain", "number"], name="aggregate_round_domain_number")]
 
 
 class LogEntry(models.Model):
-    """One leaf of the transparency log: the entry's bytes, in log order."""
+    """One leaf of the transparency log: the entry's bytes, in log order (an export's body, or an aggregate)."""
 
     index = models.BigIntegerField(unique=True)
     entry = models.BinaryField()
     leaf_hash = models.BinaryField(max_length=32)
     export = models.OneToOneField(Export, null=True, on_delete=models.PROTECT, related_name="log_entry")
+    aggregate = models.OneToOneField(AggregateRound, null=True, on_delete=models.PROTECT, related_name="log_entry")
 
 
 class LogNode(models.Model):

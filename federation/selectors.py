@@ -6,10 +6,11 @@ from pathlib import Path
 
 import numpy as np
 from django.conf import settings
+from django.db.models import Count
 
-from accounting.models import PartitionSpend
+from accounting.models import PartitionCap, PartitionSpend
 from accounting.selectors import partition_caps_micro
-from federation.models import Dataset, TrainingJob
+from federation.models import AggregateRound, Contributor, Dataset, Export, TrainingJob
 from privacy.dpsgd import datasets as readers
 
 # Datasets without a test split of their own (digits, uploads) hold out this fraction of their
@@ -83,3 +84,37 @@ def job_by_id(job_id: int) -> TrainingJob | None:
 
 def cancel_requested(job_id: int) -> bool:
     return TrainingJob.objects.filter(pk=job_id, cancel_requested=True).exists()
+
+
+# --- aggregation rounds ----------------------------------------------------------------------------------
+
+
+def aggregate_rounds(domain: str | None = None) -> list[AggregateRound]:
+    rows = AggregateRound.objects.select_related("log_entry").order_by("-id")
+    return list((rows.filter(domain=domain) if domain else rows)[:200])
+
+
+def latest_aggregate(domain: str | None) -> AggregateRound | None:
+    rows = AggregateRound.objects.select_related("log_entry").order_by("-id")
+    return (rows.filter(domain=domain) if domain else rows).first()
+
+
+# --- the export registry's pages -------------------------------------------------------------------------
+
+
+def exports_newest(limit: int = 200) -> list[Export]:
+    return list(Export.objects.select_related("contributor", "log_entry").order_by("-id")[:limit])
+
+
+def export_by_id(export_id: int) -> Export | None:
+    return Export.objects.select_related("contributor", "log_entry").filter(pk=export_id).first()
+
+
+def contributors_with_budgets() -> list[dict]:
+    """Every contributor with its lifetime cap, ε spent and export count (µε), in four queries."""
+    rows = list(Contributor.objects.annotate(export_count=Count("exports")).order_by("id"))
+    scopes = [row.scope for row in rows]
+    caps = dict(PartitionCap.objects.filter(scope__in=scopes).values_list("scope", "lifetime_epsilon_micro"))
+    spent = dict(PartitionSpend.objects.filter(scope__in=scopes, key="").values_list("scope", "spent_micro"))
+    return [{"contributor": row, "cap_micro": caps.get(row.scope, 0), "spent_micro": spent.get(row.scope, 0)}
+            for row in rows]

@@ -19,7 +19,8 @@ import logging
 
 from celery import shared_task
 
-from federation import selectors, services
+from deploy.api.errors import ApiError
+from federation import rounds, selectors, services
 from federation.models import FINISHED_STATUSES, TrainingJob
 
 logger = logging.getLogger(__name__)
@@ -99,3 +100,15 @@ def _canaries(job: TrainingJob, train, directory):
     canaries = audit.make_canaries(job.canaries, train.input_shape, job.dataset.num_classes, rng)
     audit.save_canaries(canaries, path)
     return canaries
+
+
+@shared_task(name="federation.tasks.run_aggregation_round")
+def run_aggregation_round(domain: str, strategy: str = "spectral", parameters: dict | None = None,
+                          min_contributions: int = 3, zscore_filter: float | None = None) -> dict:
+    """One aggregation round of ``domain`` (for beat schedules); its id and log index, or the refusal's code."""
+    try:
+        row = rounds.run_round(domain=domain, strategy=strategy, parameters=parameters,
+                               min_contributions=min_contributions, zscore_filter=zscore_filter)
+    except ApiError as exc:  # too few contributions is the normal case between rounds
+        return {"domain": domain, "code": exc.code}
+    return {"domain": domain, "round": row.number, "id": row.pk, "log_index": row.log_entry.index}

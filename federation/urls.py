@@ -15,4 +15,6 @@ urlpatterns = [
     path("federation/log/head", export_views.LogHeadView.as_view(), name="federation-log-head"),
     path("federation/log/inclusion", export_views.LogInclusionView.as_view(), name="federation-log-inclusion"),
     path("federation/log/consistency", export_views.LogConsistencyView.as_view(), name="federation-log-consistency"),
+    path("federation/rounds", export_views.RoundsView.as_view(), name="federation-rounds"),
+    path("federation/aggregates/latest", export_views.LatestAggregateView.as_view(), name="federation-aggregate-latest"),
 ]

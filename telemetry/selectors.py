@@ -136,6 +136,14 @@ def current_metrics():
     return list(latest.values())
 
 
+def metric_versions(name: str) -> list[Metric]:
+    """Every version of a metric, newest first, or a 404 when there is no metric of that name."""
+    versions = list(Metric.objects.filter(name=name).order_by("-version"))
+    if not versions:
+        raise ApiError("unknown_metric", f"No metric {name!r}.", http_status=404)
+    return versions
+
+
 def active_ingest_key(key_hash: str) -> IngestKey | None:
     return IngestKey.objects.filter(key_hash=key_hash, revoked_at__isnull=True).first()
 
@@ -163,6 +171,16 @@ def recent_releases(limit: int) -> list[Release]:
     """The newest releases with their analysts, without the stored counts and seeds."""
     return list(Release.objects.select_related("analyst").defer("noisy_counts", "sealed_seed")
                 .order_by("-created_at")[:limit])
+
+
+def releases_of(user, limit: int) -> list[Release]:
+    """An analyst's newest releases, without the stored counts and seeds."""
+    return list(Release.objects.filter(analyst=user).defer("noisy_counts", "sealed_seed")
+                .order_by("-created_at")[:limit])
+
+
+def release_by_id(release_id) -> Release | None:
+    return Release.objects.select_related("analyst").defer("sealed_seed").filter(id=release_id).first()
 
 
 def data_versions(releases: list[Release]) -> dict:

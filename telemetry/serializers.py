@@ -128,17 +128,6 @@ def ingest_key_json(key: IngestKey) -> dict:
             "revoked_at": key.revoked_at}
 
 
-def user_input(data) -> dict:
-    """Keyword arguments of ``services.create_user``."""
-    body = object_body(data)
-    return {"username": _required_text(body, "username", "invalid_username"),
-            "role": _required_text(body, "role", "invalid_role")}
-
-
-def user_json(user, role: str, token: str) -> dict:
-    return {"username": user.username, "role": role, "token": token}
-
-
 def version_param(value: str | None) -> int | None:
     """A ``?version=`` query parameter: absent, or a positive integer."""
     if value is None:

@@ -1,4 +1,4 @@
-"""Writes: the metric catalog, ingest keys and users."""
+"""Writes: the metric catalog and ingest keys (users: deploy.api.users.services)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,12 @@ import re
 import secrets
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 
 from privacy.ldp import PROTOCOLS
 from privacy.ldp.longitudinal import DEFAULT_REPORT_EPSILON_FRACTION, least_variance_protocol
-from deploy.api.auth import ROLES, ensure_role_groups, hash_key
+from deploy.api.auth import hash_key
 from telemetry.auth import ingest_keys
 from telemetry.catalog import catalog
 from deploy.api.errors import ApiError
@@ -136,22 +133,3 @@ def revoke_ingest_key(*, key_id: int) -> IngestKey:
         key.save(update_fields=["revoked_at"])
     ingest_keys.clear()
     return key
-
-
-@transaction.atomic
-def create_user(*, username: str, role: str) -> tuple[object, str]:
-    """A user with one role and a DRF token; returns (user, token key)."""
-    if role not in ROLES:
-        raise ApiError("invalid_role", f"role must be one of {list(ROLES)}.")
-    User = get_user_model()
-    if not re.fullmatch(r"[\w.@+-]{1,150}", username):
-        raise ApiError("invalid_username", "username must be 1-150 letters, digits or @.+-_ characters.")
-    if User.objects.filter(username=username).exists():
-        raise ApiError("user_exists", f"User {username!r} exists.", http_status=409)
-    ensure_role_groups()
-    user = User.objects.create_user(username=username, is_staff=role == "admin")
-    user.set_unusable_password()
-    user.save()
-    user.groups.add(Group.objects.get(name=role))
-    token = Token.objects.create(user=user)
-    return user, token.key

@@ -9,7 +9,6 @@ urlpatterns = [
     path("metrics/<slug:name>", views.MetricDetailView.as_view(), name="metric-detail"),
     path("ingest-keys", views.IngestKeysView.as_view(), name="ingest-keys"),
     path("ingest-keys/<int:key_id>", views.IngestKeyDetailView.as_view(), name="ingest-key-detail"),
-    path("users", views.UsersView.as_view(), name="users"),
     path("queries", release_views.QueriesView.as_view(), name="queries"),
     path("releases", release_views.ReleasesView.as_view(), name="releases"),
     path("releases/<uuid:release_id>/verify", release_views.ReleaseVerifyView.as_view(), name="release-verify"),

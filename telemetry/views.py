@@ -88,14 +88,6 @@ class IngestKeyDetailView(APIView):
         return Response(serializers.ingest_key_json(services.revoke_ingest_key(key_id=key_id)))
 
 
-class UsersView(APIView):
-    permission_classes = [IsAdmin]
-
-    def post(self, request):
-        fields = serializers.user_input(request.data)
-        user, token = services.create_user(**fields)
-        return Response(serializers.user_json(user, fields["role"], token), status=status.HTTP_201_CREATED)
-
 
 class PartitionBudgetView(APIView):
     """``budgets/partitions/<metric>[?version=N]``: the lifetime ε cap of each data-day of a metric

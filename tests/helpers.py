@@ -49,7 +49,7 @@ def day_str(offset: int = 0) -> str:
 
 def user(username: str, role: str = "analyst"):
     """(user, token) of a new user with one role."""
-    from telemetry.services import create_user
+    from deploy.api.users.services import create_user
 
     return create_user(username=username, role=role)
 

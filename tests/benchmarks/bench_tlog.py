@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
-from federation import transparency  # noqa: E402
-from federation.signing import sign_tree_head, verify_tree_head  # noqa: E402
-from federation.transparency import MerkleLog, audit_log, verify_consistency, verify_inclusion  # noqa: E402
+from privacy.federated import transparency  # noqa: E402
+from privacy.federated.signing import sign_tree_head, verify_tree_head  # noqa: E402
+from privacy.federated.transparency import MerkleLog, audit_log, verify_consistency, verify_inclusion  # noqa: E402
 
 
 def timed(fn):

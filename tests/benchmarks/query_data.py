@@ -127,7 +127,7 @@ def ensure_analyst(username: str = "bench_analyst", metric_id: int | None = None
 
     from accounting.services.policies import set_analyst_budget, set_partition_cap
     from privacy.epsilon import to_micro
-    from telemetry.services import create_user
+    from deploy.api.users.services import create_user
 
     user = get_user_model().objects.filter(username=username).first()
     token = None

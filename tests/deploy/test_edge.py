@@ -16,6 +16,7 @@ from rest_framework.test import APIClient
 
 from accounting.models import BudgetPolicy, PartitionCap
 from accounting.services.policies import set_analyst_budget, set_group_budget
+from deploy.api.users.services import create_user
 from telemetry import services
 from telemetry.models import IngestKey, Metric
 
@@ -46,7 +47,7 @@ def assert_error(response, status: int, code: str) -> dict:
 
 @pytest.fixture
 def admin() -> APIClient:
-    return client(services.create_user(username="root", role="admin")[1])
+    return client(create_user(username="root", role="admin")[1])
 
 
 @pytest.fixture
@@ -143,7 +144,7 @@ def test_any_accept_header_gets_json(admin, color, accept):
 
 
 def test_budget_figures_are_json_numbers_everywhere(admin, color):
-    ana, token = services.create_user(username="ana", role="analyst")
+    ana, token = create_user(username="ana", role="analyst")
     root = admin
     put = send(root, "PUT", "/api/v1/budgets/analysts/ana",
                {"daily_epsilon": "2.5", "composition": "approximate", "delta": "1e-6"})
@@ -222,7 +223,7 @@ def _analysts(count: int, start: int) -> None:
     """Analysts under each kind of policy: own pure, own approximate, group, default."""
     Group.objects.get_or_create(name="team")
     for i in range(start, start + count):
-        user, _ = services.create_user(username=f"user{i:02d}", role="analyst" if i % 2 else "admin")
+        user, _ = create_user(username=f"user{i:02d}", role="analyst" if i % 2 else "admin")
         if i % 4 == 0:
             set_analyst_budget(username=user.username, daily_epsilon_micro=3_000_000)
         elif i % 4 == 1:

@@ -37,14 +37,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from federation.aggregation import (  # noqa: E402
     AggregationError,
-    BetaPrior,
     Contribution,
     CoordinateMedian,
     FedAvg,
     FedProx,
     InsufficientContributions,
     InvalidContribution,
-    InvalidPrior,
     MultiKrum,
     NormBounding,
     SpectralFilter,
@@ -53,9 +51,8 @@ from federation.aggregation import (  # noqa: E402
     ZeroTotalWeight,
     ZScoreNormFilter,
     agreement,
-    merge_priors,
-    version_dampening,
 )
+from privacy.federated.priors import BetaPrior, InvalidPrior, merge_priors, version_dampening  # noqa: E402
 
 N, D, TRIALS = 50, 1000, 3
 ATTACKS = ("sign_flip", "scale_x10", "gaussian", "little_is_enough")

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from federation.canonical import canonical_bytes
-from federation.signing import SignedTreeHead, sign_tree_head
-from federation.transparency import MerkleLog, audit_log, verify_consistency
+from privacy.federated.canonical import canonical_bytes
+from privacy.federated.signing import SignedTreeHead, sign_tree_head
+from privacy.federated.transparency import MerkleLog, audit_log, verify_consistency
 
 SERVER_KEY = Ed25519PrivateKey.generate()
 ENTRIES = [canonical_bytes({"kind": "export", "index": index, "pseudonym": f"{index:064x}"}) for index in range(40)]

@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 
-from federation.canonical import CanonicalizationError, canonical_bytes, es_number, loads
+from privacy.federated.canonical import CanonicalizationError, canonical_bytes, es_number, loads
 
 # RFC 8785 Appendix B: IEEE 754 bit pattern -> ECMAScript serialization.
 APPENDIX_B = [

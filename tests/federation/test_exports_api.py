@@ -14,8 +14,9 @@ from django.core.management import CommandError, call_command
 from accounting.accountants import PLDAccountant
 from accounting.events import GaussianEvent
 from accounting.models import LedgerEntry, PartitionCap, PartitionSpend
-from federation import exports, signing, transparency
-from federation.canonical import canonical_bytes
+from federation import exports
+from privacy.federated import signing, transparency
+from privacy.federated.canonical import canonical_bytes
 from federation.models import Contributor, Export, LogEntry, LogNode, TreeHead
 
 pytestmark = pytest.mark.django_db
@@ -246,10 +247,20 @@ def test_pii_in_any_string_is_pii_leak(q, where):
     (gaussian_proof() | {"mechanism": "exponential"}, "proof_mismatch"),
     (gaussian_proof() | {"delta": 0.5}, "invalid_delta"),
     (gaussian_proof() | {"delta": 0}, "invalid_delta"),
+    (gaussian_proof() | {"epsilon": -1}, "invalid_epsilon"),  # spec InvalidEpsilon
+    (gaussian_proof(noise_scale=0.1), "invalid_epsilon"),  # σ/Δ below 0.3: refused before any PLD is built
+    (laplace_proof() | {"noise_scale": 0.001}, "invalid_epsilon"),  # Laplace ε = 1000
 ])
 def test_a_proof_the_server_does_not_reproduce_is_refused(q, proof, code):
     response = post(q, Participant().body(proof=proof))
     assert response.status_code == 400 and response.json()["code"] == code, response.json()
+    assert nothing_written()
+
+
+def test_a_body_without_a_canonical_form_is_serialization_error(q):
+    body = Participant().body(segments=[{"kind": "counter", "value": 2**60}], sign=False)  # beyond ±2^53
+    response = post(q, body)
+    assert response.status_code == 400 and response.json()["code"] == "serialization_error"
     assert nothing_written()
 
 

@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from federation.canonical import canonical_bytes, loads
-from federation.signing import (
+from privacy.federated.canonical import canonical_bytes, loads
+from privacy.federated.signing import (
     TREE_HEAD_KIND,
     KeyFormatError,
     SignatureError,

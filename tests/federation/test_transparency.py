@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from federation import transparency
-from federation.transparency import (
+from privacy.federated import transparency
+from privacy.federated.transparency import (
     EMPTY_ROOT,
     MerkleLog,
     leaf_hash,

@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from federation import log, signing
+from federation import log
+from privacy.federated import signing
 
 
 class Command(BaseCommand):

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from telemetry import services
+from deploy.api.users import services
 from deploy.api.errors import ApiError
 
 

@@ -42,7 +42,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from federation.canonical import canonical_bytes
+from privacy.federated.canonical import canonical_bytes
 
 KEY_BYTES = 32
 SIGNATURE_BYTES = 64

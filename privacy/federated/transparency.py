@@ -32,7 +32,7 @@ import hmac
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from federation.signing import SignatureError, SignedTreeHead, trusted_key_set, verify_tree_head
+from privacy.federated.signing import SignatureError, SignedTreeHead, trusted_key_set, verify_tree_head
 
 HASH_BYTES = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()  # RFC 9162 §2.1.1: MTH({}) = HASH()
