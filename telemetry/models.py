@@ -75,8 +75,10 @@ class Batch(models.Model):
 
     batch_id = models.UUIDField(primary_key=True)
     # No database-level constraint: its check would lock the key's row on every ingest commit.
-    # Keys are never deleted (revocation sets revoked_at), and PROTECT guards the ORM.
-    ingest_key = models.ForeignKey(IngestKey, on_delete=models.PROTECT, related_name="batches", db_constraint=False)
+    # Keys are never deleted (revocation sets revoked_at), and PROTECT guards the ORM. No index either:
+    # nothing reads batches by key, and it cost every batch an index insert.
+    ingest_key = models.ForeignKey(IngestKey, on_delete=models.PROTECT, related_name="batches", db_constraint=False,
+                                   db_index=False)
     body_digest = models.CharField(max_length=64)
     item_count = models.PositiveSmallIntegerField()
     rejections = models.JSONField(default=list, help_text="[[index, code], ...] of rejected items.")

@@ -1,9 +1,15 @@
 """The roll-up: fold staged reports into counts, then delete them (aggregate, then discard).
 
-One roll-up is one transaction and one epoch: it deletes every committed
-staged row (``DELETE ... RETURNING``: rows committed after it started stay for
-the next one, so no watermark or fence is needed), folds their reports per
-(metric, day, region) (:func:`telemetry.staging.fold_cells`), appends what it
+One roll-up is one transaction and one epoch: it takes every staged row
+committed before it started and deletes it. On PostgreSQL the staged rows are in
+two slots: the roll-up seals the slot ingest writes into (waiting for every
+transaction staging rows, then moving ingest to the other slot), reads it whole
+and empties it with TRUNCATE; rows staged meanwhile go to the other slot, for
+the next roll-up, so no watermark or fence is needed. On SQLite it deletes the
+rows up to the largest id it saw at the start (``DELETE ... RETURNING``). Either
+way the rows come in steps of bounded size, whose reports are folded per
+(metric, day, region) (:func:`telemetry.staging.fold_cells`, the steps merged
+by :func:`telemetry.staging.merge_cells`). It then appends what it
 added as ``CountDelta`` rows of a new ``RollupEpoch`` (merging in those of the
 epochs no release counted: :mod:`telemetry.epochs`), and adds it to
 ``ObservedCounts`` (on PostgreSQL both writes are one statement over binary
@@ -20,6 +26,7 @@ import secrets
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
+from collections.abc import Iterator
 from itertools import accumulate
 
 import numpy as np
@@ -33,7 +40,26 @@ from telemetry.models import CountDelta, ObservedCounts, RollupEpoch
 ROLLUP_LOCK = 0x7E1E_0002
 Folded = dict[int, staging.FoldedCells]  # metric id -> what its staged reports add, per (day, region)
 
-_TAKE_STAGED = "DELETE FROM telemetry_stagedreports RETURNING metric_id, payload"
+STAGING_LOCK = 0x7E1E_0004  # held shared by every transaction staging rows (migration 0008)
+
+# PostgreSQL: staged rows live in two slots (partitions of telemetry_stagedreports); ingest writes into
+# the current one. telemetry_staging_seal() waits for every transaction staging rows, then moves ingest
+# to the other slot, and returns the slot it sealed: nothing is written into it any more. Its rows are
+# read in steps of CHUNK_PAGES pages (8 MB; the server joins each metric's payloads, so one row per metric
+# and step), then the slot is emptied with TRUNCATE, which writes no WAL per row and removes the file.
+# (A DELETE of a backlog of 10^8 reports wrote a full-page image of every page it emptied: 909 MB of
+# WAL; docs/benchmarks.md.)
+_SEAL = "SELECT telemetry_staging_seal()"
+CHUNK_PAGES = 1024
+_SLOT_PAGES = "SELECT pg_relation_size(%s) / current_setting('block_size')::int"
+_READ_PAGES = ("SELECT metric_id, string_agg(payload, ''::bytea) FROM {slot}"
+               " WHERE ctid >= ('(' || %s || ',0)')::tid AND ctid < ('(' || %s || ',0)')::tid GROUP BY metric_id")
+_EMPTY_SLOT = "TRUNCATE {slot}"
+# SQLite (the embedded default): one table, taken in steps of CHUNK_ROWS ids, each deleted and returned by
+# one statement, up to the largest id seen at the start (a row committed later waits for the next roll-up).
+CHUNK_ROWS = 10_000
+_STAGED_IDS = "SELECT min(id), max(id) FROM telemetry_stagedreports"
+_TAKE_CHUNK = "DELETE FROM telemetry_stagedreports WHERE id BETWEEN %s AND %s RETURNING metric_id, payload"
 # One statement: the epoch's deltas appended, the totals upserted (their new values computed by the caller).
 # Supports travel as one blob per column, cut server-side: a list of thousands of bytea values costs
 # psycopg ~10 us each to send.
@@ -53,23 +79,55 @@ _WRITE_COUNTS = (
 )
 
 
-def _take_staged() -> dict[int, bytes]:
-    """Delete every committed staged row; the concatenated payloads of each metric."""
-    if is_postgresql():
-        rows = fetch_binary(_TAKE_STAGED, [])
-    else:
-        with connection.cursor() as cursor:
-            cursor.execute(_TAKE_STAGED)
-            rows = cursor.fetchall()
-    payloads: dict[int, list[bytes]] = defaultdict(list)
-    for metric_id, payload in rows:
-        payloads[metric_id].append(payload)
-    return {metric_id: b"".join(parts) for metric_id, parts in payloads.items()}
+def _seal() -> tuple[str, int]:
+    """Seal the current slot (waiting for every transaction staging rows): its table and its pages."""
+    with connection.cursor() as cursor:
+        cursor.execute(_SEAL)
+        slot = f"telemetry_stagedreports_{int(cursor.fetchone()[0])}"
+        cursor.execute(_SLOT_PAGES, [slot])
+        return slot, cursor.fetchone()[0]
 
 
-def _fold_all(payloads: dict[int, bytes]) -> Folded:
-    return {metric_id: staging.fold_cells(catalog.by_id(metric_id), payload)
-            for metric_id, payload in payloads.items()}
+def _read_pages(slot: str, first: int) -> dict[int, bytes]:
+    """The payloads of the CHUNK_PAGES pages of ``slot`` from page ``first``: per metric, joined."""
+    return dict(fetch_binary(_READ_PAGES.format(slot=slot), [first, first + CHUNK_PAGES]))
+
+
+def _empty(slot: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(_EMPTY_SLOT.format(slot=slot))
+
+
+def _sealed_slot_payloads() -> Iterator[dict[int, bytes]]:
+    """PostgreSQL: seal the current slot, yield its payloads step by step, then empty it."""
+    slot, pages = _seal()
+    for first in range(0, pages, CHUNK_PAGES):
+        yield _read_pages(slot, first)
+    _empty(slot)
+
+
+def _deleted_payloads() -> Iterator[dict[int, bytes]]:
+    """SQLite: delete the staged rows up to the largest id now committed, step by step; their payloads."""
+    with connection.cursor() as cursor:
+        cursor.execute(_STAGED_IDS)
+        lowest, highest = cursor.fetchone()
+        for first in range(lowest or 0, (highest or -1) + 1, CHUNK_ROWS):
+            cursor.execute(_TAKE_CHUNK, [first, min(first + CHUNK_ROWS - 1, highest)])
+            payloads: dict[int, list[bytes]] = defaultdict(list)
+            for metric_id, payload in cursor.fetchall():
+                payloads[metric_id].append(payload)
+            yield {metric_id: b"".join(parts) for metric_id, parts in payloads.items()}
+
+
+def _fold_staged() -> Folded:
+    """Take every staged row committed before this roll-up and fold its reports, step by step: memory stays
+    bounded whatever the backlog. Every row is taken and folded exactly once."""
+    steps = _sealed_slot_payloads() if is_postgresql() else _deleted_payloads()
+    parts: dict[int, list[staging.FoldedCells]] = defaultdict(list)
+    for payloads in steps:
+        for metric_id, payload in payloads.items():
+            parts[metric_id].append(staging.fold_cells(catalog.by_id(metric_id), payload))
+    return {metric_id: staging.merge_cells(folded) for metric_id, folded in parts.items()}
 
 
 @dataclass
@@ -146,7 +204,7 @@ def advance_rollup() -> RollupEpoch:
     """Fold every committed staged report into the counts as a new epoch, and delete it."""
     with transaction.atomic():
         advisory_xact_lock(ROLLUP_LOCK)  # one roll-up at a time
-        rows = _with_totals(_fold_all(_take_staged()))
+        rows = _with_totals(_fold_staged())
         epoch = RollupEpoch.objects.create(token=secrets.token_urlsafe(16))
         _write_counts(epoch, rows)
     with transaction.atomic():  # its own short transaction: queries never wait for the fold above

@@ -41,7 +41,8 @@ def record_dtype(spec: MetricSpec) -> np.dtype:
 _KRR_RECORDS: dict[tuple, bytes] = {}  # a k-RR row's record, by (day, region, value): few distinct ones a day
 
 
-def _krr_record(day: date, region: str, value: int) -> bytes:
+def krr_record(day: date, region: str, value: int) -> bytes:
+    """The record of one k-RR report (the value's index)."""
     key = (day, region, value)
     record = _KRR_RECORDS.get(key)
     if record is None:
@@ -54,10 +55,13 @@ def _krr_record(day: date, region: str, value: int) -> bytes:
 def pack_rows(spec: MetricSpec, rows: Iterable[ReportRow]) -> bytes:
     """The payload of one batch's rows of one metric."""
     if spec.protocol == "krr":
-        return b"".join(_krr_record(day, region, value) for _, day, region, value, _ in rows)
-    record = _record_struct(spec.oracle.packed_size)
-    return b"".join(record.pack(day.toordinal() - _EPOCH_ORDINAL, region.encode(), payload)
-                    for _, day, region, _, payload in rows)
+        return b"".join(krr_record(day, region, value) for _, day, region, value, _ in rows)
+    return b"".join(packed_record(spec, day, region, payload) for _, day, region, _, payload in rows)
+
+
+def packed_record(spec: MetricSpec, day: date, region: str, payload: bytes) -> bytes:
+    """The record of one report of the other protocols (its packed encoding)."""
+    return _record_struct(spec.oracle.packed_size).pack(day.toordinal() - _EPOCH_ORDINAL, region.encode(), payload)
 
 
 Cells = dict[tuple[date, str], tuple[int, np.ndarray]]  # (day, region) -> (reports, support counts)
@@ -135,6 +139,25 @@ def fold_cells(spec: MetricSpec, payload: bytes) -> FoldedCells:
     regions = [code.to_bytes(2, "little").rstrip(b"\0").decode() for code in cell_regions[kept].tolist()]
     return FoldedCells(cell_days[kept], regions, reports[kept].astype(np.int64, copy=False),
                        supports[kept].astype(np.int64, copy=False))
+
+
+def _region_codes(regions: list[str]) -> np.ndarray:
+    """Each region as its record's 2-byte little-endian code (the order of ``fold_cells``'s cells)."""
+    return np.array([int.from_bytes(region.encode(), "little") for region in regions], dtype=np.int64)
+
+
+def merge_cells(parts: list[FoldedCells]) -> FoldedCells:
+    """The cells of several folds of one metric's reports added up, as one fold of all of them would give."""
+    if len(parts) == 1:
+        return parts[0]
+    regions = [region for part in parts for region in part.regions]
+    keys = (np.concatenate([part.days for part in parts]) << 16) | _region_codes(regions)
+    unique, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    reports = np.zeros(len(unique), dtype=np.int64)
+    np.add.at(reports, inverse, np.concatenate([part.reports for part in parts]))
+    supports = np.zeros((len(unique), parts[0].supports.shape[1]), dtype=np.int64)
+    np.add.at(supports, inverse, np.concatenate([part.supports for part in parts]))
+    return FoldedCells(unique >> 16, [regions[i] for i in first.tolist()], reports, supports)
 
 
 def fold(spec: MetricSpec, payload: bytes) -> Cells:

@@ -70,7 +70,8 @@ def _columns(table: str) -> set[str]:
 
 @pytest.mark.django_db
 def test_staged_rows_and_counts_carry_no_id_time_or_batch():
-    assert _columns("telemetry_stagedreports") == {"id", "metric_id", "payload"}
+    # slot (PostgreSQL): which of the two staging slots, the parity of the roll-up interval; not a time
+    assert _columns("telemetry_stagedreports") - {"slot"} == {"id", "metric_id", "payload"}
     assert _columns("telemetry_countdelta") == {"id", "epoch", "metric_id", "day", "region", "reports", "support"}
     assert _columns("telemetry_observedcounts") == {"id", "metric_id", "day", "region", "reports", "support"}
     # the batch record: no client id, no reports

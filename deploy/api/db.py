@@ -5,7 +5,8 @@ default. SQLite serializes writers with ``transaction_mode=IMMEDIATE``, so the
 advisory locks that PostgreSQL needs are no-ops there.
 
 :class:`LibpqSession` drives Django's PostgreSQL connection straight on libpq,
-for a hot path that sends a whole transaction as one simple query.
+for a hot path that sends a whole transaction in one round trip: as one simple query, or as a prepared
+statement between BEGIN and COMMIT in libpq's pipeline mode.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ _IDLE, _ACTIVE = pq.TransactionStatus.IDLE, pq.TransactionStatus.ACTIVE
 _OPEN = (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR)
 _ERRORS = (pq.ExecStatus.FATAL_ERROR, pq.ExecStatus.NONFATAL_ERROR, pq.ExecStatus.BAD_RESPONSE)
 OK, TUPLES, COPY_IN = pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COPY_IN
+_UNDEFINED_STATEMENT = "26000"  # SQLSTATE invalid_sql_statement_name: not prepared on this connection
 
 
 class LibpqSession:
@@ -120,6 +122,45 @@ class LibpqSession:
             for _ in range(reads):
                 results += self._results()
             return self._check(results, expected)
+
+    def transaction(self, name: bytes, sql: str, params: list[bytes], formats: list[int]) -> list:
+        """``BEGIN``; the prepared statement ``name`` with ``params`` (``formats``: 0 text, 1 binary);
+        ``COMMIT``: one round trip, in libpq's pipeline mode, with no SQL text to parse or plan on the
+        server. ``sql`` is prepared on this connection the first time the server does not know ``name``.
+        The results of BEGIN, the statement and COMMIT: they must be OK, TUPLES and OK (as send's)."""
+        with self._db.wrap_database_errors:
+            results = self._pipeline(name, params, formats)
+            failed = next((r for r in results if r.status in _ERRORS), None)
+            if failed is not None and failed.error_field(pq.DiagnosticField.SQLSTATE) == _UNDEFINED_STATEMENT.encode():
+                self.abort()
+                self._check([self._pgconn.prepare(name, sql.encode())], (OK,))
+                results = self._pipeline(name, params, formats)
+            return self._check(results, (OK, TUPLES, OK))
+
+    def _pipeline(self, name: bytes, params: list[bytes], formats: list[int]) -> list:
+        pgconn = self._pgconn
+        pgconn.enter_pipeline_mode()
+        try:
+            pgconn.send_query_params(b"BEGIN", None)
+            pgconn.send_query_prepared(name, params, formats)
+            pgconn.send_query_params(b"COMMIT", None)
+            pgconn.pipeline_sync()
+            self._flush()
+            results = []
+            for _ in range(3):  # each statement's results, then a None
+                results += self._results()
+            while pgconn.is_busy():  # the sync point: the server has answered everything
+                self._wait(select.POLLIN)
+                pgconn.consume_input()
+            sync = pgconn.get_result()
+            if sync is None or sync.status != pq.ExecStatus.PIPELINE_SYNC:
+                raise psycopg.OperationalError("the pipeline did not end at its sync point")
+            return results
+        finally:
+            try:
+                pgconn.exit_pipeline_mode()
+            except psycopg.Error:  # results left unread (an error on the way): the connection is given up
+                self._db.close()
 
     def copy(self, data: bytes, *expected: int, reads: int = 2) -> list:
         """Send the rows of the COPY the server waits in, end it, and read ``reads`` result runs (COPY's own

@@ -4,7 +4,9 @@ The usual batch fits its client's bounds, so it is tried first in ONE round trip
 (:meth:`LibpqStore.store_if_within_bounds`): ``BEGIN; <claim, add every item to the
 counters, stage every report, all conditional on the claim>; COMMIT``, where the
 statement fails (division by zero, on purpose) if a counter would pass its bound,
-which aborts the transaction and skips its COMMIT. Only then are the items decided
+which aborts the transaction and skips its COMMIT. That statement is prepared once per
+connection and sent with its parameters (the payloads as binary bytea) in libpq's
+pipeline mode, so the server neither parses nor plans SQL text for a batch. Only then are the items decided
 one by one (``claim`` and ``commit``, two round trips): round trip 1 claims, makes
 and locks the counters and reads them; round trip 2 adds the admitted increments,
 stages the admitted reports and commits. The 200 leaves after the commit is flushed.
@@ -16,6 +18,7 @@ caller holds a transaction (then ``OrmStore``).
 
 from __future__ import annotations
 
+import struct
 from datetime import datetime, timezone
 
 import orjson
@@ -26,8 +29,8 @@ from deploy.api.db import OK, TUPLES, LibpqSession
 from telemetry.ingest.store import BatchHeader, Claim, Rejections, Staged, StoredBatch
 from telemetry.limits import CounterPlan
 
-# Statements are sent as literals (the simple query protocol carries no parameters);
-# every one is made here, not taken from the request: ints, a UUID, hex digests, ISO dates
+# The item-by-item path (claim, then commit) sends its statements as literals (the simple query
+# protocol carries no parameters); every one is made here, not taken from the request: ints, a UUID, hex digests, ISO dates
 # and times, hex payloads, and the rejections JSON, escaped by libpq.
 _CLAIM_SQL = (
     "INSERT INTO telemetry_batch (batch_id, ingest_key_id, body_digest, item_count, rejections, received_at)"
@@ -66,27 +69,52 @@ def _commit_statements(staged: Staged, increments: dict[int, int]) -> str:
     return "; ".join([*statements, "COMMIT"])
 
 
-def _within_bounds_statement(claim: str, counters: CounterPlan, staged: Staged, increments: dict[int, int],
-                             bounds: dict[int, int]) -> str:
-    """One statement: claim; if claimed, add ``increments`` to the counters and stage the reports;
-    fail if a counter then passes its bound. It returns whether the batch was claimed."""
-    added = ", ".join(f"({int(key)}, '{counters.days[key].isoformat()}'::date, {int(increments[key])},"
-                      f" {int(bounds[key])})" for key in sorted(increments))
-    payloads = ", ".join(f"({int(metric_id)}, '\\x{payload.hex()}'::bytea)" for metric_id, payload in staged)
-    return (
-        f"WITH claim AS ({claim}),"
-        f" wanted (key, day, added, bound) AS (VALUES {added}),"
-        " counted AS (INSERT INTO telemetry_clientcounter (key, day, count)"
-        " SELECT key, day, added FROM wanted, claim ORDER BY key"
-        " ON CONFLICT (key) DO UPDATE SET count = telemetry_clientcounter.count + excluded.count"
-        " RETURNING key, count),"
-        " staged AS (INSERT INTO telemetry_stagedreports (metric_id, payload)"
-        f" SELECT metric_id, payload FROM (VALUES {payloads}) AS s(metric_id, payload), claim)"
-        " SELECT (SELECT count(*) FROM claim),"
-        # over a bound: divide by zero, which aborts the transaction (its COMMIT is then skipped)
-        " 1 / (SELECT CASE WHEN count(*) = 0 THEN 1 ELSE 0 END"
-        "      FROM counted JOIN wanted USING (key) WHERE counted.count > wanted.bound)"
-    )
+# The usual batch, as one prepared statement: claim; if claimed, add the increments to the counters (made
+# if new, in key order so that batches never deadlock) and stage the reports; fail if a counter then
+# passes its bound. It returns whether the batch was claimed. Parameters: the batch record ($1-$6), the
+# counters' keys, days, increments and bounds ($7-$10), the staged metrics and payloads ($11, $12).
+_WITHIN_BOUNDS = b"telemetry_ingest_within_bounds_v1"
+_WITHIN_BOUNDS_SQL = (
+    "WITH claim AS (INSERT INTO telemetry_batch"
+    " (batch_id, ingest_key_id, body_digest, item_count, rejections, received_at)"
+    " VALUES ($1::uuid, $2::bigint, $3::varchar, $4::smallint, $5::jsonb, $6::timestamptz)"
+    " ON CONFLICT (batch_id) DO NOTHING RETURNING true),"
+    " wanted (key, day, added, bound) AS (SELECT * FROM unnest($7::bigint[], $8::date[], $9::int[], $10::int[])),"
+    " counted AS (INSERT INTO telemetry_clientcounter (key, day, count)"
+    " SELECT key, day, added FROM wanted, claim ORDER BY key"
+    " ON CONFLICT (key) DO UPDATE SET count = telemetry_clientcounter.count + excluded.count"
+    " RETURNING key, count),"
+    " staged AS (INSERT INTO telemetry_stagedreports (metric_id, payload)"
+    " SELECT metric_id, payload FROM unnest($11::bigint[], $12::bytea[]) AS s(metric_id, payload), claim)"
+    " SELECT (SELECT count(*) FROM claim),"
+    # over a bound: divide by zero, which aborts the transaction (its COMMIT is then not carried out)
+    " 1 / (SELECT CASE WHEN count(*) = 0 THEN 1 ELSE 0 END"
+    "      FROM counted JOIN wanted USING (key) WHERE counted.count > wanted.bound)"
+)
+_TEXT, _BINARY = 0, 1
+_WITHIN_BOUNDS_FORMATS = [_TEXT] * 11 + [_BINARY]
+_BYTEA_OID = 17
+
+
+def _array(values) -> bytes:
+    """A PostgreSQL array literal of ints or dates, in the text format."""
+    return ("{" + ",".join(map(str, values)) + "}").encode()
+
+
+def _bytea_array(values: list[bytes]) -> bytes:
+    """A one-dimensional bytea[] in PostgreSQL's binary format: the payloads travel as they are."""
+    head = struct.pack(">iiIii", 1, 0, _BYTEA_OID, len(values), 1)
+    return head + b"".join(struct.pack(">i", len(value)) + value for value in values)
+
+
+def _within_bounds_params(header: BatchHeader, rejections: Rejections, counters: CounterPlan, staged: Staged,
+                          increments: dict[int, int], bounds: dict[int, int], received_at: datetime) -> list[bytes]:
+    keys = sorted(increments)
+    return [str(header.batch_id).encode(), b"%d" % header.ingest_key_id, header.body_digest.encode(),
+            b"%d" % header.item_count, orjson.dumps(rejections), received_at.isoformat().encode(),
+            _array(keys), _array(counters.days[key] for key in keys), _array(increments[key] for key in keys),
+            _array(bounds[key] for key in keys), _array(metric_id for metric_id, _ in staged),
+            _bytea_array([payload for _, payload in staged])]
 
 
 class LibpqStore:
@@ -114,11 +142,11 @@ class LibpqStore:
                                increments: dict[int, int], bounds: dict[int, int]) -> Claim | None:
         """Claim and store the whole batch in one round trip if it fits its bounds: the Claim (a replay's
         record, or empty once committed), or None when a bound would be passed (nothing written)."""
-        claim = claim_statement(self._header, self._session.literal(orjson.dumps(rejections)),
-                                datetime.now(timezone.utc))
-        statement = _within_bounds_statement(claim, counters, staged, increments, bounds)
+        params = _within_bounds_params(self._header, rejections, counters, staged, increments, bounds,
+                                       datetime.now(timezone.utc))
         try:
-            results = self._reconnecting(lambda: self._session.send(f"BEGIN; {statement}; COMMIT", OK, TUPLES, OK))
+            results = self._reconnecting(
+                lambda: self._session.transaction(_WITHIN_BOUNDS, _WITHIN_BOUNDS_SQL, params, _WITHIN_BOUNDS_FORMATS))
         except DataError as error:
             if not isinstance(error.__cause__, psycopg.errors.DivisionByZero):
                 raise

@@ -15,11 +15,11 @@ send such items.
 from __future__ import annotations
 
 from collections import defaultdict
+from itertools import repeat
 
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from telemetry import limits, staging
-from telemetry.catalog import catalog
+from telemetry import limits
 from telemetry.ingest.libpq_store import LibpqStore
 from telemetry.ingest.orm_store import OrmStore
 from telemetry.ingest.result import IngestResult, replayed_result
@@ -32,19 +32,21 @@ def _open_store(header: BatchHeader) -> BatchStore:
     return LibpqStore(db, header) if LibpqStore.usable(db) else OrmStore(header)
 
 
-def _staged(valid: Validated, admitted: list[bool]) -> Staged:
-    """The admitted rows packed per metric (telemetry.staging)."""
+def _staged(valid: Validated, admitted: list[bool] | None = None) -> Staged:
+    """The records of the admitted candidates (all of them without ``admitted``), joined per metric."""
+    if admitted is None and len(valid.groups) == 1:  # the usual batch: one metric, one day, all admitted
+        return [(valid.metric_ids[0], b"".join(valid.records))]
     by_metric = defaultdict(list)
-    for row, ok in zip(valid.rows, admitted):
+    for metric_id, record, ok in zip(valid.metric_ids, valid.records, admitted or repeat(True)):
         if ok:
-            by_metric[row[0]].append(row)
-    return [(metric_id, staging.pack_rows(catalog.by_id(metric_id), rows)) for metric_id, rows in by_metric.items()]
+            by_metric[metric_id].append(record)
+    return [(metric_id, b"".join(records)) for metric_id, records in by_metric.items()]
 
 
 def _store_in_one_step(store: BatchStore, valid: Validated, counters: limits.CounterPlan) -> Claim | None:
     """The usual batch, within its client's bounds: every item admitted, in one step (None: not stored)."""
     increments, bounds = limits.if_all_admitted(counters, valid.groups, valid.item_groups)
-    return store.store_if_within_bounds(valid.rejections, counters, _staged(valid, [True] * len(valid.rows)),
+    return store.store_if_within_bounds(valid.rejections, counters, _staged(valid),
                                         increments, bounds)
 
 
@@ -62,7 +64,7 @@ def ingest_batch(*, ingest_key_id: int, body: bytes) -> IngestResult:
     envelope = parse_envelope(body)
     valid = validate_items(envelope.reports)
     header = BatchHeader(envelope.batch_id, ingest_key_id, envelope.digest, len(envelope.reports))
-    counters = limits.plan(envelope.client_id, valid.groups) if valid.rows else None  # secrets: before the transaction
+    counters = limits.plan(envelope.client_id, valid.groups) if valid.records else None  # secrets: before the transaction
     with _open_store(header) as store:
         claim = _store_in_one_step(store, valid, counters) if counters is not None else None
         if claim is None:

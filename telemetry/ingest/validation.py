@@ -19,7 +19,7 @@ from deploy.api.errors import ApiError
 from privacy.ldp import PayloadError
 from telemetry.catalog import MetricSpec, catalog
 from telemetry.ingest.store import Rejections
-from telemetry.staging import ReportRow
+from telemetry.staging import krr_record, packed_record
 from telemetry.limits import Contribution
 from telemetry.regions import accepted_regions
 
@@ -126,7 +126,8 @@ class Validated:
 
     rejections: Rejections
     indexes: list[int]  # the batch index of each candidate
-    rows: list[ReportRow]  # each candidate's row
+    metric_ids: list[int]  # each candidate's metric
+    records: list[bytes]  # each candidate's staged record (telemetry.staging)
     groups: list[Contribution]  # the distinct (day, metric) pairs, in first-seen order
     item_groups: list[int]  # each candidate's group
 
@@ -136,14 +137,16 @@ def validate_items(reports: list[dict]) -> Validated:
 
     Days are UTC dates from ``REPORT_MAX_AGE_DAYS`` ago to today.
 
-    One pass with per-batch caches (metric by (name, version), day by its text);
-    payloads are parsed per item and packed per metric in one vectorized call.
+    One pass with per-batch caches (metric by (name, version), day by its text); each candidate
+    comes out as its staged record. Payloads are parsed per item and packed per metric in one
+    vectorized call.
     """
     today = datetime.now(timezone.utc).date()
     oldest = today - timedelta(days=settings.PRIVACY["REPORT_MAX_AGE_DAYS"])
     rejections: Rejections = []
     indexes: list[int] = []
-    rows: list[ReportRow] = []
+    metric_ids: list[int] = []
+    records: list[bytes] = []
     item_groups: list[int] = []
     groups: list[Contribution] = []
     group_of: dict[tuple[int, date], int] = {}
@@ -200,7 +203,7 @@ def validate_items(reports: list[dict]) -> Validated:
                 pending = payloads.get(spec.id)
                 if pending is None:
                     pending = payloads[spec.id] = (spec, [], [])
-                pending[1].append(len(rows))
+                pending[1].append((len(records), day, region))
                 pending[2].append(parsed)
         except _Rejected as rejected:
             rejections.append((index, rejected.code))
@@ -210,9 +213,10 @@ def validate_items(reports: list[dict]) -> Validated:
             group = group_of[(spec.id, day)] = len(groups)
             groups.append(Contribution(day, spec.id, spec.contribution_bound))
         indexes.append(index)
-        rows.append((spec.id, day, region, value_index, None))
+        metric_ids.append(spec.id)
+        records.append(b"" if value_index is None else krr_record(day, region, value_index))
         item_groups.append(group)
     for spec, positions, parsed in payloads.values():
-        for position, packed in zip(positions, spec.oracle.pack(np.stack(parsed))):
-            rows[position] = rows[position][:4] + (packed,)
-    return Validated(rejections, indexes, rows, groups, item_groups)
+        for (position, day, region), packed in zip(positions, spec.oracle.pack(np.stack(parsed))):
+            records[position] = packed_record(spec, day, region, packed)
+    return Validated(rejections, indexes, metric_ids, records, groups, item_groups)

@@ -3,6 +3,7 @@
 Not collected by pytest. Run (PostgreSQL and Redis on localhost):
 
     python tests/benchmarks/bench_query.py [--rows 10000000] [--iterations 200] [--reload]
+    python tests/benchmarks/bench_query.py --rows 100000000 --yardstick-rows 0 --rollup-only
 
 Set-up, in the benchmark's own database ``privtel_bench_query`` (recreated on
 ``--reload`` or when it holds another data set; the real settings with
@@ -16,8 +17,8 @@ Measured, in this order, in one process:
 * ``rollup``: ``rows`` reports staged as the service stages them (one
   ``telemetry_stagedreports`` row per batch of 100, COPY BINARY, committed),
   then ``telemetry.rollup.advance_rollup()`` over all of them, timed end to end
-  (DELETE ... RETURNING, fold, epoch and CountDelta rows, ObservedCounts
-  upsert, COMMIT): ``--rollup-repeats`` times from empty counts, then once
+  (seal the staging slot, read it in steps, fold, epoch and CountDelta rows,
+  ObservedCounts upsert, TRUNCATE, COMMIT): ``--rollup-repeats`` times from empty counts, then once
   more with each part timed (the breakdown). The counts it leaves are the
   data the queries read; they are checked against the yardstick's GROUP BY.
 * ``service``: ``telemetry.release.service.run_query`` for a 90-day query grouped by day
@@ -147,16 +148,16 @@ def prepare(rows: int, yardstick_rows: int, reload: bool) -> tuple[object, dict]
 
 
 def _delete_returning_server_ms() -> list[float]:
-    """The server's own time (ms) for the roll-up's DELETE ... RETURNING (EXPLAIN ANALYZE, rolled back),
-    twice: the first pass is the first reader of the freshly committed rows, as the roll-up is."""
+    """The server's own time (ms) to delete every staged row as one DELETE ... RETURNING (what the roll-up's
+    steps delete together; EXPLAIN ANALYZE, rolled back), twice: the first pass is the first reader of the
+    freshly committed rows, as the roll-up is."""
     from django.db import connection, transaction
-
-    from telemetry import rollup
 
     times = []
     for _ in range(2):
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + rollup._TAKE_STAGED)
+            cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) DELETE FROM telemetry_stagedreports"
+                           " RETURNING metric_id, payload")
             plan = cursor.fetchone()[0]
             times.append(round((plan if isinstance(plan, list) else json.loads(plan))[0]["Execution Time"], 1))
             transaction.set_rollback(True)
@@ -170,7 +171,7 @@ def _stage_for_rollup(metric_id: int, rows: int) -> dict:
     start, _ = qd.window()
     staged = qd.stage_reports(metric_id, rows, start, progress=log)
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_relation_size('telemetry_stagedreports')")
+        cursor.execute("SELECT coalesce(sum(pg_relation_size(relid)), 0)::bigint FROM pg_partition_tree('telemetry_stagedreports')")
         staged["table_bytes"] = cursor.fetchone()[0]
     return staged
 
@@ -207,7 +208,7 @@ def rollup_breakdown(rollup_once) -> dict:
     total is the advisory lock and Django's glue."""
     from django.db import connections
 
-    from telemetry import rollup
+    from telemetry import rollup, staging
     from telemetry.models import RollupEpoch
 
     parts: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
@@ -227,8 +228,11 @@ def rollup_breakdown(rollup_once) -> dict:
         setattr(owner, attr, wrapper)
         undo.append((owner, attr, original if own else None))
 
-    wrap(rollup, "_take_staged", "take_staged (DELETE ... RETURNING: server + transfer + join)")
-    wrap(rollup, "_fold_all", "fold (numpy, per metric)")
+    wrap(rollup, "_seal", "seal (wait for ingest, move it to the other slot)")
+    wrap(rollup, "_read_pages", "read (SELECT per step of CHUNK_PAGES pages, payloads joined: server + transfer)")
+    wrap(rollup, "_empty", "empty (TRUNCATE the sealed slot)")
+    wrap(staging, "fold_cells", "fold (numpy, per metric and step)")
+    wrap(staging, "merge_cells", "merge (the steps' cells, per metric)")
     wrap(rollup, "_with_totals", "totals (read the ObservedCounts rows concerned, add, to columns)")
     wrap(RollupEpoch.objects, "create", "epoch_insert")
     wrap(rollup, "_write_counts", "write_counts (CountDelta append + ObservedCounts upsert, one statement)")
@@ -271,7 +275,8 @@ def measure_rollup(metric_id: int, rows: int, repeats: int) -> dict:
     breakdown = rollup_breakdown(advance_rollup)
     cells = {"observed_counts": ObservedCounts.objects.count(), "count_delta": CountDelta.objects.count()}
     qd.stage_reports(metric_id, rows, qd.window()[0])  # staged again (the counts stay), for EXPLAIN only
-    breakdown["delete_returning_server_ms (EXPLAIN ANALYZE: first reader, again)"] = _delete_returning_server_ms()
+    breakdown["delete_returning_server_ms (EXPLAIN ANALYZE of one DELETE of every staged row, what the roll-up"
+              " ran before the slots, for comparison: first reader, again)"] = _delete_returning_server_ms()
     qd.clear_staged()  # the counts of the breakdown's run stay: the queries read them
     walls = [run["wall_s"] for run in runs]
     cpus = [run["client_cpu_s"] + (run["backend_cpu_s"] or 0) for run in runs]
@@ -414,6 +419,8 @@ def main() -> None:
     parser.add_argument("--profile-iterations", type=int, default=30)
     parser.add_argument("--epsilon", default="0.01")
     parser.add_argument("--reload", action="store_true", help="rebuild the database and the yardstick")
+    parser.add_argument("--rollup-only", action="store_true",
+                        help="measure the roll-up alone (no yardstick needed: use with --yardstick-rows 0)")
     args = parser.parse_args()
     yardstick_rows = args.rows if args.yardstick_rows is None else args.yardstick_rows
 
@@ -429,6 +436,10 @@ def main() -> None:
 
     load_start = os.getloadavg()[0]
     rollup = measure_rollup(metric.id, args.rows, args.rollup_repeats)
+    if args.rollup_only:
+        loadavg = {"start": round(load_start, 2), "end": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}
+        print(json.dumps({"benchmark": "rollup", **rollup, "loadavg_1m": loadavg}))
+        return
     with connection.cursor() as cursor:  # what autovacuum would do after the roll-up's DELETE
         cursor.execute("VACUUM (ANALYZE) telemetry_stagedreports, telemetry_observedcounts, telemetry_countdelta")
         # every run starts from an empty ledger (bench database only)

@@ -134,9 +134,12 @@ def _rollup_plans(metric_id: int, start) -> dict:
     qd.stage_reports(metric_id, INCREMENT, start)
     with connection.cursor() as cursor:
         cursor.execute("VACUUM (ANALYZE) telemetry_stagedreports")
-    plans = {"rollup_delete_returning_1M": _explain_rolled_back(rollup._TAKE_STAGED, [])}
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT coalesce(pg_sequence_last_value('telemetry_staging_generation'), 0) % 2")
+        slot = f"telemetry_stagedreports_{cursor.fetchone()[0]}"
+    plans = {"rollup_read_step": _explain_rolled_back(rollup._READ_PAGES.format(slot=slot), [0, rollup.CHUNK_PAGES])}
     with transaction.atomic():  # the rows the roll-up would write, computed as it does; nothing kept
-        rows = rollup._with_totals(rollup._fold_all(rollup._take_staged()))
+        rows = rollup._with_totals(rollup._fold_staged())
         transaction.set_rollback(True)
     first, last = qd.window()
     plans["rollup_totals_read"] = _explain_rolled_back(

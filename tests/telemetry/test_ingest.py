@@ -656,6 +656,26 @@ def test_each_store_claims_limits_replays_and_conflicts_alike(make_metric, inges
 
 
 @pytest.mark.django_db(transaction=True)
+def test_the_one_step_statement_is_prepared_again_when_the_server_forgot_it(make_metric, ingest_key, monkeypatch):
+    """LibpqStore prepares its statement on a connection the first time the server does not know it
+    (a new connection, or after DISCARD ALL / DEALLOCATE, as a pooler may issue): the batch is stored
+    once, and the connection is left idle."""
+    from django.db import connection
+
+    make_metric(bound=5)
+    key_id = ingest_key[0].id
+    first = _ingest_through("LibpqStore", monkeypatch, key_id, envelope([krr_item()], client_id="prep"))
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'telemetry_ingest%'")
+        assert cursor.fetchone()[0] == 1
+        cursor.execute("DEALLOCATE ALL")
+    second = _ingest_through("LibpqStore", monkeypatch, key_id, envelope([krr_item(), krr_item()], client_id="prep"))
+    assert not first.replayed and not second.replayed and second.rejections == []
+    assert len(staged_reports()) == 3 and row_counts() == (2, 3)
+    assert connection.connection.pgconn.transaction_status == 0  # idle
+
+
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("store", ["LibpqStore", "OrmStore"])
 def test_a_failed_write_stores_nothing_and_counts_nothing(make_metric, ingest_key, monkeypatch, store):
     from django.db import DatabaseError
@@ -666,7 +686,7 @@ def test_a_failed_write_stores_nothing_and_counts_nothing(make_metric, ingest_ke
     make_metric(bound=1)
     key_id = ingest_key[0].id
 
-    def unwritable(valid, admitted):
+    def unwritable(valid, admitted=None):
         return [(2 ** 70, b"")]  # no metric id column holds this: the staging INSERT fails
 
     body = envelope([krr_item(), krr_item(day=day_str(-1))], client_id="fails")

@@ -222,8 +222,12 @@ def test_a_batch_that_failed_before_commit_counts_nothing(make_metric, key, monk
             raise ConnectionError("the worker died before COMMIT")
         return send(self, sql, *expected, **kwargs)
 
+    def fail_in_one_step(self, name, sql, params, formats):  # the one-round-trip path: BEGIN ... COMMIT
+        raise ConnectionError("the worker died before COMMIT")
+
     with monkeypatch.context() as patch:
         patch.setattr(LibpqSession, "send", fail_at_commit)
+        patch.setattr(LibpqSession, "transaction", fail_in_one_step)
         with pytest.raises(ConnectionError):
             post_batch(body, key)
     assert len(staged_reports()) == 0 and not ClientCounter.objects.filter(count__gt=0).exists()

@@ -9,12 +9,13 @@ from collections import defaultdict
 from datetime import timedelta
 
 import numpy as np
+import psycopg
 import pytest
-from django.db import connections
+from django.db import connection, connections
 
 from privacy.ldp import make_oracle
 from telemetry.catalog import catalog
-from telemetry import staging
+from telemetry import rollup, staging
 from telemetry.models import CountDelta, ObservedCounts, RollupEpoch, StagedReports
 from telemetry.rollup import advance_rollup
 from telemetry.selectors import recounted_rows
@@ -92,6 +93,41 @@ def test_rollup_folds_the_staged_reports_and_deletes_them(metrics, key):
     advance_rollup()
     advance_rollup()
     assert _observed() == expected
+
+
+def test_rollup_in_steps_counts_what_one_step_would(metrics, key, monkeypatch):
+    """A backlog is read and folded in steps of bounded size (CHUNK_PAGES pages of a slot on PostgreSQL,
+    CHUNK_ROWS rows on SQLite): the cells that several steps share add up. Here a step is one page or
+    one row, so every cell spans steps."""
+    for c in range(16):
+        assert post_batch(_batch(100, f"c{c}", c), key).json()["accepted"] == 100
+    expected = _expected(staged_reports())
+    assert StagedReports.objects.count() == 32  # a row per batch and metric
+    monkeypatch.setattr(rollup, "CHUNK_PAGES", 1)
+    monkeypatch.setattr(rollup, "CHUNK_ROWS", 1)
+    merged = []
+    merge_cells = staging.merge_cells
+    monkeypatch.setattr(staging, "merge_cells", lambda parts: merged.append(len(parts)) or merge_cells(parts))
+    advance_rollup()
+    assert not StagedReports.objects.exists()
+    assert _observed() == expected
+    assert min(merged) > 1  # each metric's reports came in several steps
+
+
+def test_merged_cells_equal_one_fold_of_all_the_reports(make_metric):
+    """merge_cells of the folds of parts of a payload equals the fold of the whole, cell order included."""
+    metric = make_metric(name="merge", domain=[f"v{i}" for i in range(5)], protocol="oue", epsilon=1.0)
+    spec = catalog.by_id(metric.id)
+    rng = np.random.default_rng(5)  # test data only
+    reports = spec.oracle.pack(spec.oracle.randomize(rng.integers(0, 5, size=300)))
+    rows = [(metric.id, today() - timedelta(days=int(d)), ["", "US", "FR", "DE"][int(r)], None, p)
+            for d, r, p in zip(rng.integers(0, 5, size=300), rng.integers(0, 4, size=300), reports)]
+    whole = staging.fold_cells(spec, staging.pack_rows(spec, rows))
+    merged = staging.merge_cells([staging.fold_cells(spec, staging.pack_rows(spec, rows[a:b]))
+                                  for a, b in ((0, 7), (7, 150), (150, 151), (151, 300))])
+    assert merged.dates() == whole.dates() and merged.regions == whole.regions
+    assert merged.reports.tolist() == whole.reports.tolist()
+    assert merged.supports.tolist() == whole.supports.tolist()
 
 
 def test_rollup_is_incremental_and_merges_the_epochs_no_release_counted(metrics, key):
@@ -197,6 +233,58 @@ def test_rollup_while_ingesting_loses_and_doubles_nothing(metrics, key):
     total = writers * batches_each * batch_size
     observed = _observed()
     assert sum(r for r, _ in observed.values()) == total
+    assert not StagedReports.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rollup_waits_for_batches_being_staged_and_leaves_those_staged_after_it_sealed(metrics, key,
+                                                                                         monkeypatch):
+    """PostgreSQL's slots: a roll-up seals the slot ingest writes into only once every transaction staging
+    rows has ended, so a batch whose transaction is open when it starts is counted by it, not lost; a
+    batch staged while it holds the sealed slot truncated goes to the other slot, is not blocked, and
+    waits for the next roll-up."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the staging slots are PostgreSQL's")
+    krr = metrics[0]
+    spec = catalog.by_id(krr.id)
+    params = connection.get_connection_params()
+    open_batch = psycopg.connect(**{k: params[k] for k in ("dbname", "user", "host", "port", "password") if k in params})
+    open_batch.execute("INSERT INTO telemetry_stagedreports (metric_id, payload) VALUES (%s, %s)",
+                       [krr.id, staging.pack_rows(spec, [(krr.id, today(), "US", 2, None)])])  # not committed
+    reading, resume, errors = threading.Event(), threading.Event(), []
+    empty = rollup._empty
+
+    def paused_after_truncate(slot):  # the slot is read and truncated; its lock is held until commit
+        empty(slot)
+        reading.set()
+        resume.wait(30)
+
+    monkeypatch.setattr(rollup, "_empty", paused_after_truncate)
+
+    def roll():
+        try:
+            advance_rollup()
+        except BaseException as error:  # noqa: BLE001
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    roller = threading.Thread(target=roll)
+    roller.start()
+    assert not reading.wait(1.0), "the roll-up sealed the slot while a batch was being staged in it"
+    open_batch.commit()
+    assert reading.wait(30)
+    later = post_batch(envelope([krr_item("k", "a", region="FR")], client_id="later"), key)  # not blocked
+    assert later.status_code == 200
+    resume.set()
+    roller.join(60)
+    open_batch.close()
+    assert not errors, errors
+    assert {(cell[2], n) for cell, (n, _) in _observed().items()} == {("US", 1)}
+    assert len(staged_reports()) == 1  # the later batch, in the other slot
+    monkeypatch.setattr(rollup, "_empty", empty)
+    advance_rollup()
+    assert {(cell[2], n) for cell, (n, _) in _observed().items()} == {("US", 1), ("FR", 1)}
     assert not StagedReports.objects.exists()
 
 
