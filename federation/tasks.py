@@ -2,12 +2,16 @@
 
 ``acks_late``: the broker redelivers a job whose worker died mid-run, and the task resumes
 from the job's last checkpoint (model, optimizer, both generators, step count), so the
-resumed run takes exactly the steps an uninterrupted one would. Its ε was charged in full
+resumed run takes exactly the steps an uninterrupted one would. Its ε was reserved in full
 when the job was created, so nothing is charged here, on a first run or a redelivery.
+Before each checkpoint interval the task leases its steps (``services.lease_steps``); a job
+that is cancelled or fails is settled at the steps that may have run: exactly the steps taken
+when cancelled between steps (or the lease of an earlier, killed run, if larger), the whole
+lease when it failed (an exception may strike after a step's noise was drawn).
 
-Progress shown on the job is the step count, epochs, the ε of the steps done and the log;
-never the training loss or training accuracy (DP-SGD does not privatize them). Accuracy is
-measured once, at the end, on the held-out test split.
+Progress shown on the job is the step count, epochs, the ε of the steps done, the log, and
+at each checkpoint the loss and accuracy on the held-out test split; never the training loss
+or training accuracy (DP-SGD does not privatize them).
 
 A job with ``canaries`` m > 0 trains with m synthetic canaries, each included with probability
 1/2, and puts the one-run audit's empirical ε lower bound in its model card (privacy.dpsgd.audit).
@@ -33,14 +37,16 @@ def run_training_job(job_id: int) -> str:
         return "missing"
     if job.status in FINISHED_STATUSES:
         return job.status
-    if job.cancel_requested:
-        services.stop_job(job=job, status="cancelled", message="cancelled before it started")
+    if job.cancel_requested:  # a redelivered job may have run before: its lease counts
+        services.stop_job(job=job, status="cancelled", message="cancelled before it started",
+                          steps_spent=job.steps_leased)
         return "cancelled"
     try:
         return _train(job)
-    except Exception as exc:  # a bug or a bad file: the job says so; its charge stays
+    except Exception as exc:  # a bug or a bad file: the job says so; what may have run stays spent
         logger.exception("training job %s failed", job_id)
-        services.stop_job(job=job, status="failed", message=f"failed: {type(exc).__name__}: {exc}")
+        services.stop_job(job=job, status="failed", message=f"failed: {type(exc).__name__}: {exc}",
+                          steps_spent=selectors.steps_leased(job_id))
         return "failed"
 
 
@@ -64,16 +70,21 @@ def _train(job: TrainingJob) -> str:
     if checkpoint.exists():
         run.load_checkpoint(checkpoint)
     per_epoch = run.steps_per_epoch
+    earlier_lease = job.steps_leased  # what runs killed before this one may have taken
     services.start_job(job=job, device=str(run.device), steps_done=run.steps_taken, steps_per_epoch=per_epoch)
     while run.steps_taken < job.total_steps:
         if selectors.cancel_requested(job.pk):
             services.stop_job(job=job, status="cancelled", message=f"cancelled after step {run.steps_taken}",
-                              steps_done=run.steps_taken, steps_per_epoch=per_epoch)
+                              steps_spent=max(earlier_lease, run.steps_taken), steps_done=run.steps_taken,
+                              steps_per_epoch=per_epoch)
             return "cancelled"
+        if run.steps_taken >= job.steps_leased:
+            services.lease_steps(job=job, through=min(job.total_steps, run.steps_taken + job.checkpoint_every))
         run.step()
         if run.steps_taken % job.checkpoint_every == 0 or run.steps_taken == job.total_steps:
             run.save_checkpoint(checkpoint)
-            services.record_progress(job=job, steps_done=run.steps_taken, steps_per_epoch=per_epoch)
+            services.record_progress(job=job, steps_done=run.steps_taken, steps_per_epoch=per_epoch,
+                                     held_out=run.evaluate(test.features, test.labels))
     run.save_weights(directory / "weights.pt")
     audited = None if canaries is None else \
         audit.audit(audit.canary_scores(run.trainer.model, canaries), canaries.included, job.delta)

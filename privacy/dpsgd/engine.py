@@ -44,6 +44,7 @@ __all__ = [
     "accuracy",
     "clip_factors",
     "default_device",
+    "evaluate",
     "factors_from_norms",
     "make_generator",
     "make_optimizer",
@@ -315,15 +316,23 @@ def make_optimizer(
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 1024) -> float:
-    """Top-1 accuracy on held-out data, in eval mode, in chunks."""
+def evaluate(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 1024,
+             loss_fn: LossFn = nn.functional.cross_entropy) -> tuple[float, float]:
+    """(mean loss, top-1 accuracy) on held-out data, in eval mode, in chunks."""
     if features.shape[0] == 0:
         raise ValueError("no examples to evaluate")
     model.eval()
     device = next(model.parameters()).device
-    correct = 0
+    correct, loss_sum = 0, 0.0
     for start in range(0, features.shape[0], batch_size):
         x = features[start : start + batch_size].to(device)
         y = labels[start : start + batch_size].to(device)
-        correct += int((model(x).argmax(dim=1) == y).sum())
-    return correct / features.shape[0]
+        output = model(x)
+        correct += int((output.argmax(dim=1) == y).sum())
+        loss_sum += float(loss_fn(output, y)) * x.shape[0]
+    return loss_sum / features.shape[0], correct / features.shape[0]
+
+
+def accuracy(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 1024) -> float:
+    """Top-1 accuracy on held-out data, in eval mode, in chunks."""
+    return evaluate(model, features, labels, batch_size=batch_size)[1]
