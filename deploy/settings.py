@@ -56,20 +56,25 @@ ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver
 INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.contenttypes",
+    "django.contrib.sessions",  # the pages' login (frontend/); the JSON API stays token-authenticated
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
     "accounting",
     "telemetry",
     "federation",
+    "frontend",
 ]
 
 # A token- and key-authenticated JSON API: DRF's views and the ingest view are CSRF-exempt (no
-# cookies authenticate them); the CSRF middleware guards whatever session-authenticated page comes.
+# cookies authenticate them: REST_FRAMEWORK has no SessionAuthentication). The pages (frontend/) log in
+# with a session cookie, and the CSRF middleware guards every form they post.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "deploy.api.middleware.EdgeGuardMiddleware",  # 413 / NUL refusals as JSON, before any view
     "deploy.api.middleware.OutageMiddleware",  # a database or Redis outage: JSON 503 + Retry-After
@@ -85,6 +90,7 @@ TEMPLATES = [
         "OPTIONS": {
             "context_processors": [
                 "django.template.context_processors.request",
+                "frontend.context.navigation",
             ]
         },
     }
@@ -142,6 +148,12 @@ LANGUAGE_CODE = "en-us"
 USE_I18N = False
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+# The pages (frontend/): session login, kept in the database; the session ends with the browser or after 8 hours.
+LOGIN_URL = "frontend:login"
+LOGIN_REDIRECT_URL = "frontend:dashboard"
+LOGOUT_REDIRECT_URL = "frontend:login"
+SESSION_COOKIE_AGE = 8 * 3600
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 
 REST_FRAMEWORK = {

@@ -38,6 +38,7 @@ urlpatterns = [
     path("api/v1/", include("telemetry.urls")),
     path("api/v1/", include("accounting.urls")),
     path("api/v1/", include("federation.urls")),
+    path("", include("frontend.urls")),  # the pages (session login) and their static files
     # Last: every other path is a JSON 404, also with DEBUG on (Django's debug 404 page is HTML).
     re_path(r"^.*$", not_found),
 ]

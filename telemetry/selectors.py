@@ -165,6 +165,16 @@ def recent_releases(limit: int) -> list[Release]:
                 .order_by("-created_at")[:limit])
 
 
+def releases_of(user, limit: int) -> list[Release]:
+    """An analyst's newest releases, without the stored counts and seeds."""
+    return list(Release.objects.filter(analyst=user).defer("noisy_counts", "sealed_seed")
+                .order_by("-created_at")[:limit])
+
+
+def release_by_id(release_id) -> Release | None:
+    return Release.objects.select_related("analyst").defer("sealed_seed").filter(id=release_id).first()
+
+
 def data_versions(releases: list[Release]) -> dict:
     """The opaque data version (its roll-up epoch's token) of each release, by release id, in one query."""
     epochs = {release.data_epoch for release in releases} - {None}

@@ -95,6 +95,11 @@ def test_accounting_imports_no_other_app():
     assert violations(["accounting"], tuple(app for app in APPS if app != "accounting")) == []
 
 
+def test_nothing_imports_the_pages():
+    """frontend/ is the top layer: no app and no API plumbing imports it (deploy/urls.py names it as a string)."""
+    assert violations(["privacy", "deploy", "accounting", "telemetry", "federation"], ("frontend",)) == []
+
+
 def test_deploy_api_imports_no_app():
     assert violations(["deploy/api"], APPS) == []
 

@@ -29,8 +29,8 @@ from django.db import connection, transaction
 
 from accounting.accountants import PLDAccountant
 from accounting.events import MechanismEvent, event_to_json
-from accounting.models import LedgerEntry, Settlement
-from accounting.selectors import day_events, partition_caps_micro, resets_at, utc_today
+from accounting.models import LedgerEntry, PartitionSpend, Settlement
+from accounting.selectors import day_events, partition_caps_micro, resets_at, spent_micro, utc_today
 from accounting.types import EffectivePolicy, Partition, Spender, Subject
 from deploy.api.errors import ApiError
 from privacy.epsilon import from_micro
@@ -149,6 +149,47 @@ def charge(*, spender: Spender, event: MechanismEvent, partitions: Sequence[Part
             subject_kind=subject.kind, subject_id=subject.id,
         )
     return Charge(entry, budget_day, spender.policy, remaining_after)
+
+
+@dataclass(frozen=True)
+class ChargePreview:
+    """What :func:`charge` would do with an event now, read without writing or locking anything."""
+
+    epsilon_micro: int  # ε the event would add to the running totals
+    remaining_before_micro: int | None  # of the daily budget; None without one
+    remaining_after_micro: int | None
+    partitions_left_after_micro: dict[Partition, int]  # lifetime cap left on each partition after it
+    refusal: str | None  # "budget_exhausted", "partition_cap_reached", "approximate_dp_required" or None
+
+
+def preview(*, spender: Spender, event: MechanismEvent, partitions: Sequence[Partition],
+            now: datetime | None = None) -> ChargePreview:
+    """The cost of ``event`` and what would be left, by :func:`charge`'s own arithmetic, without spending.
+
+    A read, so a concurrent charge may change the figures before a later :func:`charge`, which checks again.
+    """
+    budget_day = utc_today(now)
+    try:
+        charged_micro = _charged_micro(event, spender.policy)[0]
+    except ApiError as refused:
+        return ChargePreview(event.pure_epsilon_micro or 0, None, None, {}, refused.code)
+    before = after = None
+    if (policy := spender.policy) is not None:
+        if policy.composition == "pure":
+            spent_before = spent_micro(spender, budget_day)  # the running total, Σ ε_i
+            spent_after = spent_before + charged_micro
+        else:
+            accountant, events = policy.accountant(), day_events(spender.key, budget_day)
+            spent_before, spent_after = accountant.spent_micro(events), accountant.spent_micro([*events, event])
+        before, after = policy.daily_epsilon_micro - spent_before, policy.daily_epsilon_micro - spent_after
+    ordered = sorted(set(partitions))
+    caps = partition_caps_micro(p.scope for p in ordered)
+    spent_on = {(row.scope, row.key): row.spent_micro for row in PartitionSpend.objects.filter(
+        scope__in={p.scope for p in ordered}, key__in={p.key for p in ordered})}
+    left = {p: caps[p.scope] - spent_on.get((p.scope, p.key), 0) - charged_micro for p in ordered}
+    refusal = "budget_exhausted" if after is not None and after < 0 else \
+        "partition_cap_reached" if any(value < 0 for value in left.values()) else None
+    return ChargePreview(charged_micro, before, after, left, refusal)
 
 
 def _unspend(spender_key: str, day: date, partitions: Sequence[Partition], epsilon_micro: int) -> None:

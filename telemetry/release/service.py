@@ -12,12 +12,14 @@ so their latency does not depend on how much data is waiting to be rolled up.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
 
 from accounting.events import MechanismEvent
-from accounting.selectors import budget_status, charges_for, resets_at, user_spender
+from accounting.selectors import budget_status, charges_for, resets_at, user_spender, utc_today
 from accounting.services import ledger
 from accounting.types import Partition, Subject
 from deploy.api.db import advisory_xact_lock, insert_binary
@@ -26,13 +28,13 @@ from privacy import central
 from privacy.drbg import DRBG, new_seed
 from privacy.sealing import parse_key, seal
 from telemetry import epochs, selectors
-from telemetry.catalog import partition_scope
+from telemetry.catalog import MetricSpec, catalog, partition_scope
 from telemetry.models import Release
 from telemetry.regions import region_axis
 from telemetry.release.codec import pack_counts
 from telemetry.release.grid import build_grid
 from telemetry.release.postprocess import released_data
-from telemetry.release.request import CanonicalQuery, QueryRequest, grid_and_selection
+from telemetry.release.request import CanonicalQuery, Presentation, QueryRequest, grid_and_selection
 from telemetry.release.responses import privacy_json, query_response
 
 
@@ -41,11 +43,14 @@ def _lock_query(query: CanonicalQuery) -> None:
     advisory_xact_lock(int(query.key[:15], 16))
 
 
+def _partitions(request: QueryRequest) -> list[Partition]:
+    """The lifetime-capped partitions a query is charged on: every data-day of its window."""
+    return [Partition(partition_scope(request.spec.id), day.isoformat()) for day in request.query.days()]
+
+
 def _charge(user, request: QueryRequest, event: MechanismEvent, release_id: uuid.UUID) -> ledger.Charge:
-    query, spec = request.query, request.spec
-    partitions = [Partition(partition_scope(spec.id), day.isoformat()) for day in query.days()]
     try:
-        return ledger.charge(spender=user_spender(user), event=event, partitions=partitions,
+        return ledger.charge(spender=user_spender(user), event=event, partitions=_partitions(request),
                              subject=Subject("release", str(release_id)))
     except ledger.PartitionCapReached as refused:
         raise ApiError("partition_cap_reached", "Some data-days of this metric have reached their lifetime "
@@ -95,12 +100,12 @@ def _paid_answer(user, request: QueryRequest) -> tuple[Release, dict | None]:
     return release, {"data": data.cells(), "privacy": privacy}
 
 
-def _cached_answer(user, release: Release, request: QueryRequest) -> dict:
+def _cached_answer(user, release: Release, spec: MetricSpec, presentation: Presentation) -> dict:
     status = budget_status(user)
     entries = charges_for("release", [str(release.id)]).get(str(release.id), [])
     privacy = privacy_json(release, status["remaining"], status["resets_at"], entries[0].delta if entries else 0,
                            cached=True)
-    return {"data": released_data(release, request.spec, request.presentation).cells(), "privacy": privacy}
+    return {"data": released_data(release, spec, presentation).cells(), "privacy": privacy}
 
 
 def run_query(*, user, request: QueryRequest) -> dict:
@@ -110,6 +115,29 @@ def run_query(*, user, request: QueryRequest) -> dict:
     if release is None:
         release, answer = _paid_answer(user, request)
     if answer is None:
-        answer = _cached_answer(user, release, request)
+        answer = _cached_answer(user, release, request.spec, request.presentation)
     return query_response(release, request.spec, answer, request.presentation,
                           selectors.data_versions([release])[release.id])
+
+
+def reopen_release(*, user, release: Release, presentation: Presentation) -> dict:
+    """The answer of a stored release, re-rendered with ``presentation``, as a cached answer: free."""
+    spec = catalog.by_id(release.metric_id)
+    return query_response(release, spec, _cached_answer(user, release, spec, presentation), presentation,
+                          selectors.data_versions([release])[release.id])
+
+
+@dataclass(frozen=True)
+class QueryPreview:
+    """What a query would cost now, read without charging: free when its answer was released before."""
+
+    released: Release | None  # the release that would be served again, for free (None: a new, paid one)
+    charge: ledger.ChargePreview  # what the ledger would charge for a new release, and what would be left
+    resets_at: datetime
+
+
+def preview_query(*, user, request: QueryRequest) -> QueryPreview:
+    released = None if request.fresh else selectors.latest_release(request.query.key)
+    charge = ledger.preview(spender=user_spender(user), event=request.query.mechanism(request.spec),
+                            partitions=_partitions(request))
+    return QueryPreview(released, charge, resets_at(utc_today()))

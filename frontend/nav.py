@@ -1,0 +1,28 @@
+"""The navigation bar: one entry per page, shown to the roles that may open it.
+
+Add an entry for a new page here (label, URL name, roles); keep the list in the order shown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from deploy.api.auth import ROLES
+
+
+@dataclass(frozen=True)
+class NavItem:
+    label: str
+    url_name: str
+    roles: tuple[str, ...]
+
+
+ANALYSTS = ROLES
+ADMINS = ("admin",)
+
+NAV = [
+    NavItem("Dashboard", "frontend:dashboard", ANALYSTS),
+    NavItem("Metrics", "frontend:metrics", ANALYSTS),
+    NavItem("Query", "frontend:query", ANALYSTS),
+    NavItem("Releases", "frontend:releases", ANALYSTS),
+]
