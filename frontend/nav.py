@@ -25,4 +25,5 @@ NAV = [
     NavItem("Metrics", "frontend:metrics", ANALYSTS),
     NavItem("Query", "frontend:query", ANALYSTS),
     NavItem("Releases", "frontend:releases", ANALYSTS),
+    NavItem("Training", "frontend:training", ADMINS),
 ]

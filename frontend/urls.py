@@ -7,7 +7,7 @@ from django.conf import settings
 from django.urls import path
 
 from frontend import static_files
-from frontend.views import analyst, auth
+from frontend.views import analyst, auth, training
 
 app_name = "frontend"
 
@@ -15,4 +15,5 @@ urlpatterns = [
     path(settings.STATIC_URL.lstrip("/") + "<path:path>", static_files.static_file, name="static"),
     *auth.urlpatterns,
     *analyst.urlpatterns,
+    *training.urlpatterns,
 ]
