@@ -69,7 +69,7 @@ def make_job(page, *, epochs: str, batch: str, checkpoint: str) -> int:
     return int(page.url.rsplit("/", 1)[1].split("?")[0])
 
 
-def wait_for_text(page, testid: str, predicate, timeout_s: float = 120) -> str:
+def wait_for_text(page, testid: str, predicate, timeout_s: float = 300) -> str:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         text = page.get_by_test_id(testid).inner_text()
