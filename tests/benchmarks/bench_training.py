@@ -4,6 +4,7 @@ Not collected by pytest (the name does not match ``test_*.py``). Two modes, each
 
     python tests/benchmarks/bench_training.py accuracy [--epochs 40] [--batch 512] [--lr 0.5] [--clip 0.1]
     python tests/benchmarks/bench_training.py throughput [--batch 512] [--steps 20] [--rounds 5]
+    python tests/benchmarks/bench_training.py methods [--batch 512] [--steps 5] [--rounds 5]
 
 ``accuracy`` trains on the full 60k MNIST training set (``../shared/data/mnist/``, IDX gzipped) and
 reports the held-out 10k test accuracy. σ is calibrated by the service's own accountant
@@ -17,7 +18,15 @@ gradient, C = 0.1), which reached 98.1 % at ε = 3.
 Poisson sampling, same σ, C, lr), (c) plain non-private SGD on batches of the expected size, in
 interleaved rounds (ours, Opacus, non-private, then again) so that load from other processes on the
 machine hits all three alike; the median round of each is reported, in training examples per second.
-Each round starts from a fresh model and runs one untimed warm-up step.
+Each round starts from a fresh model and runs one untimed warm-up step. Rates are given by wall-clock
+time and by the process's CPU time (all threads): on a machine shared with other work the CPU-time rate
+is the steadier one, and the JSON keeps both.
+
+``methods`` compares the ways of getting clipped per-example gradients, one privatized gradient of a
+batch of ``--batch`` MNIST images at a time, on one thread, by CPU time: ours by ``vmap`` (torch.func)
+and by ``layerwise`` (privacy.dpsgd.layerwise), Opacus' GradSampleModule with ``hooks``, ``functorch``
+and ``ghost`` clipping (each with its optimizer's clip, noise and step), and a non-private
+forward/backward/step for scale. docs/benchmarks.md has the figures that chose ``layerwise``.
 """
 
 from __future__ import annotations
@@ -172,13 +181,20 @@ def plain_runner(x, y, args, sigma):
     return step
 
 
-def timed(make, x, y, args, sigma) -> float:
+def timed(make, x, y, args, sigma) -> tuple[float, float]:
+    """(examples/s by wall clock, examples/s by process CPU time) over ``args.steps`` steps."""
     step = make(x, y, args, sigma)
     step()  # warm-up, untimed
-    examples, started = 0, time.perf_counter()
+    examples, started, cpu_started = 0, time.perf_counter(), time.process_time()
     for _ in range(args.steps):
         examples += step()
-    return examples / (time.perf_counter() - started)
+    return examples / (time.perf_counter() - started), examples / (time.process_time() - cpu_started)
+
+
+def _ratios(median: dict) -> dict:
+    return {"ratio_to_opacus": round(median["ours"] / median["opacus"], 3),
+            "overhead_vs_non_private": round(median["non_private"] / median["ours"], 3),
+            "opacus_overhead_vs_non_private": round(median["non_private"] / median["opacus"], 3)}
 
 
 def run_throughput(args) -> dict:
@@ -189,31 +205,109 @@ def run_throughput(args) -> dict:
     steps = args.epochs * max(1, round(1 / q))
     sigma = calibrate_noise_multiplier(TARGET_EPSILON, DELTA, q, steps)
     runners = {"ours": ours_runner, "opacus": opacus_runner, "non_private": plain_runner}
-    rates = {name: [] for name in runners}
+    wall = {name: [] for name in runners}
+    cpu = {name: [] for name in runners}
+    load_before = os.getloadavg()[0]
     for round_ in range(args.rounds):
         for name, make in runners.items():
-            rates[name].append(timed(make, x, y, args, sigma))
-        log(f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.0f}/s" for k, v in rates.items()))
-    median = {name: statistics.median(values) for name, values in rates.items()}
-    vs_opacus = median["ours"] / median["opacus"]
-    overhead = median["non_private"] / median["ours"]
+            by_wall, by_cpu = timed(make, x, y, args, sigma)
+            wall[name].append(by_wall)
+            cpu[name].append(by_cpu)
+        log(f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.0f}/s (cpu {cpu[k][-1]:.0f}/s)" for k, v in wall.items()))
+    median = {name: statistics.median(values) for name, values in wall.items()}
+    median_cpu = {name: statistics.median(values) for name, values in cpu.items()}
+    ratios, ratios_cpu = _ratios(median), _ratios(median_cpu)
     return {
         "benchmark": "dpsgd_mnist_throughput", "model": "cnn", "expected_batch_size": args.batch,
         "physical_batch_size": args.physical, "steps_per_round": args.steps, "rounds": args.rounds,
-        "noise_multiplier": round(sigma, 4), "clip_norm": args.clip,
-        "examples_per_s": {name: round(value, 1) for name, value in median.items()},
-        "rounds_examples_per_s": {name: [round(v, 1) for v in values] for name, values in rates.items()},
-        "ratio_to_opacus": round(vs_opacus, 3), "overhead_vs_non_private": round(overhead, 3),
-        "opacus_overhead_vs_non_private": round(median["non_private"] / median["opacus"], 3),
+        "noise_multiplier": round(sigma, 4), "clip_norm": args.clip, "method": "layerwise",
+        "examples_per_s": {name: round(value, 1) for name, value in median.items()}, **ratios,
+        "cpu_time": {"examples_per_s": {name: round(value, 1) for name, value in median_cpu.items()}, **ratios_cpu},
+        "rounds_examples_per_s": {name: [round(v, 1) for v in values] for name, values in wall.items()},
         "targets": {"ratio_to_opacus": 1.0, "overhead_vs_non_private": 1.6},
-        "meets_targets": vs_opacus >= 1.0 and overhead <= 1.6,
+        "meets_targets": ratios["ratio_to_opacus"] >= 1.0 and ratios["overhead_vs_non_private"] <= 1.6,
+        "meets_targets_by_cpu_time": ratios_cpu["ratio_to_opacus"] >= 1.0
+        and ratios_cpu["overhead_vs_non_private"] <= 1.6,
+        "loadavg_1m": {"start": round(load_before, 2), "end": round(os.getloadavg()[0], 2)},
         "opacus": version("opacus"), "machine": machine(),
+    }
+
+
+# --- per-example gradient methods ----------------------------------------------------------------
+
+
+def method_steps(x, y, args) -> dict:
+    """One callable per method, each computing one privatized gradient (and step) of the batch."""
+    import warnings
+
+    from opacus import PrivacyEngine
+
+    from privacy.dpsgd.engine import make_generator, privatized_gradient
+
+    warnings.filterwarnings("ignore")
+
+    def ours(method):
+        model, generator = fresh_cnn(args.seed), make_generator("cpu", args.seed)
+        return lambda: privatized_gradient(model, nn.functional.cross_entropy, x, y, clip_norm=args.clip,
+                                           noise_multiplier=1.0, expected_batch_size=x.shape[0],
+                                           physical_batch_size=x.shape[0], noise_generator=generator, method=method)
+
+    def opacus(mode):
+        model = fresh_cnn(args.seed)
+        optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=x.shape[0])
+        extra = {"criterion": nn.CrossEntropyLoss()} if mode == "ghost" else {}
+        made = PrivacyEngine().make_private(module=model, optimizer=optimizer, data_loader=loader,
+                                            noise_multiplier=1.0, max_grad_norm=args.clip, poisson_sampling=False,
+                                            grad_sample_mode=mode, **extra)
+        model, optimizer = made[0], made[1]
+        criterion = made[2] if mode == "ghost" else nn.functional.cross_entropy
+
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            criterion(model(x), y).backward()
+            optimizer.step()
+        return step
+
+    def plain():
+        model = fresh_cnn(args.seed)
+        optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
+
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+        return step
+
+    return {"non_private": plain(), "ours_layerwise": ours("layerwise"), "ours_vmap": ours("vmap"),
+            "opacus_hooks": opacus("hooks"), "opacus_functorch": opacus("functorch"), "opacus_ghost": opacus("ghost")}
+
+
+def run_methods(args) -> dict:
+    torch.set_num_threads(1)
+    x, y, _, _ = load(limit=args.batch)
+    steps = method_steps(x, y, args)
+    rates = {name: [] for name in steps}
+    for _ in range(args.rounds):
+        for name, step in steps.items():
+            step()
+            started = time.process_time()
+            for _ in range(args.steps):
+                step()
+            rates[name].append(args.steps * args.batch / (time.process_time() - started))
+    median = {name: statistics.median(values) for name, values in rates.items()}
+    return {
+        "benchmark": "dpsgd_per_example_methods", "model": "cnn", "batch": args.batch, "threads": 1,
+        "clock": "process CPU time", "steps_per_round": args.steps, "rounds": args.rounds,
+        "examples_per_s": {name: round(value, 1) for name, value in median.items()},
+        "overhead_vs_non_private": {name: round(median["non_private"] / value, 3) for name, value in median.items()},
+        "loadavg_1m": round(os.getloadavg()[0], 2), "machine": machine(),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["accuracy", "throughput"])
+    parser.add_argument("mode", choices=["accuracy", "throughput", "methods"])
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--batch", type=int, default=512, help="expected (Poisson) batch size")
     parser.add_argument("--physical", type=int, default=1024, help="physical chunk of the engine")
@@ -225,7 +319,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed steps per round (throughput)")
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    result = run_accuracy(args) if args.mode == "accuracy" else run_throughput(args)
+    result = {"accuracy": run_accuracy, "throughput": run_throughput, "methods": run_methods}[args.mode](args)
     print(json.dumps(result))
 
 
