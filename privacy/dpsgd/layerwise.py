@@ -10,7 +10,8 @@ layer. Autograd never computes the parameters' gradients itself, and linear laye
 per-example gradients: ‖g aᵀ‖_F = ‖g‖·‖a‖ (Goodfellow 2015, "Efficient per-example gradient
 computations").
 
-Supported layers: ``nn.Linear`` (inputs (B, in) or (B, T, in)), ``nn.Conv2d`` (groups 1, zero
+Each layer must run exactly once per forward pass (no weight sharing); a model that breaks this
+is refused with a ValueError. Supported layers: ``nn.Linear`` (inputs (B, in) or (B, T, in)), ``nn.Conv2d`` (groups 1, zero
 padding) and ``nn.GroupNorm``; :func:`supports` says whether a model has only those as layers with
 trainable parameters of their own. Anything else uses ``torch.func`` (vmap over grad) in
 :mod:`privacy.dpsgd.engine`.
@@ -148,6 +149,8 @@ def _capture(model: nn.Module, layers, features):
 
     def keep(name):
         def hook(_module, inputs, output):
+            if name in seen:  # a shared layer: its per-example gradient sums two uses; use vmap instead
+                raise ValueError(f"layer {name or 'model'} runs twice in one forward pass: use method='vmap'")
             seen[name] = (inputs[0].detach(), output)
         return hook
 
@@ -157,6 +160,9 @@ def _capture(model: nn.Module, layers, features):
     finally:
         for handle in handles:
             handle.remove()
+    unused = [name for name, _ in layers if name not in seen]
+    if unused:
+        raise ValueError(f"layers {unused} have trainable parameters but do not run: use method='vmap'")
     return output, seen
 
 

@@ -203,6 +203,11 @@ def test_a_sequence_linear_layer_by_either_method_and_other_layers_fall_back_to_
         engine.resolve_method(unsupported, "layerwise")
     with pytest.raises(ValueError, match="unknown"):
         engine.resolve_method(unsupported, "ghost")
+    shared = nn.Linear(3, 3)
+    twice = nn.Sequential(nn.Flatten(), shared, nn.Tanh(), shared)  # weight sharing: two uses of one layer
+    with pytest.raises(ValueError, match="twice"):
+        _dp_gradient(twice, torch.randn(4, 3), torch.randint(0, 3, (4,)), physical=4, noise_seed=1,
+                     method="layerwise")
 
 
 def test_two_epochs_on_digits_with_the_mlp_reach_a_sanity_accuracy():
