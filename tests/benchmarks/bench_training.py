@@ -197,6 +197,15 @@ def _ratios(median: dict) -> dict:
             "opacus_overhead_vs_non_private": round(median["non_private"] / median["opacus"], 3)}
 
 
+def _paired(rates: dict) -> dict:
+    """Medians of the ratios within each round: the three runners of a round ran back to back, so a burst of
+    load from elsewhere hits them together; steadier than ratios of separate medians on a shared machine."""
+    rounds = list(zip(rates["ours"], rates["opacus"], rates["non_private"]))
+    return {"ratio_to_opacus": round(statistics.median(o / p for o, p, _ in rounds), 3),
+            "overhead_vs_non_private": round(statistics.median(n / o for o, _, n in rounds), 3),
+            "opacus_overhead_vs_non_private": round(statistics.median(n / p for _, p, n in rounds), 3)}
+
+
 def run_throughput(args) -> dict:
     from importlib.metadata import version
 
@@ -223,6 +232,7 @@ def run_throughput(args) -> dict:
         "noise_multiplier": round(sigma, 4), "clip_norm": args.clip, "method": "layerwise",
         "examples_per_s": {name: round(value, 1) for name, value in median.items()}, **ratios,
         "cpu_time": {"examples_per_s": {name: round(value, 1) for name, value in median_cpu.items()}, **ratios_cpu},
+        "paired_by_round": {"wall": _paired(wall), "cpu_time": _paired(cpu)},
         "rounds_examples_per_s": {name: [round(v, 1) for v in values] for name, values in wall.items()},
         "targets": {"ratio_to_opacus": 1.0, "overhead_vs_non_private": 1.6},
         "meets_targets": ratios["ratio_to_opacus"] >= 1.0 and ratios["overhead_vs_non_private"] <= 1.6,
