@@ -55,7 +55,7 @@ __all__ = [
     "resolve_method",
 ]
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs, labels) -> mean loss of the batch
 Gradients = dict[str, torch.Tensor]
 
 # A clipped gradient is scaled to C / (‖g‖·(1 + 1e-5) + 1e-6), not exactly C / ‖g‖: the relative

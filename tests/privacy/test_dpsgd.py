@@ -189,6 +189,22 @@ def test_the_cnn_step_is_the_same_by_either_per_example_method(clip_norm):
         torch.testing.assert_close(layerwise[name], by_vmap[name], atol=1e-6, rtol=1e-5, msg=name)
 
 
+def test_layerwise_norms_are_the_norms_of_the_per_example_gradients_and_clip_below_c():
+    """The closed-form norms against the norms of vmap's materialized gradients (float32: rtol 1e-5, far
+    inside CLIP_MARGIN), so the clipped gradients, whose norms are the factors times these, stay ≤ C."""
+    from privacy.dpsgd import layerwise
+
+    torch.manual_seed(3)
+    model = build_model("cnn", (1, 28, 28), 10)
+    features, labels = torch.rand(16, 1, 28, 28) * 5, torch.randint(0, 10, (16,))
+    _, norms, _ = layerwise.norms_and_clipped_sum(model, nn.functional.cross_entropy, features, labels,
+                                                  lambda n: engine.factors_from_norms(n, 0.1))
+    per_example, _ = engine.per_example_gradients(model, nn.functional.cross_entropy, features, labels)
+    exact = engine.per_example_norms(per_example)
+    torch.testing.assert_close(norms, exact, rtol=1e-5, atol=0)
+    assert (exact * engine.factors_from_norms(norms, 0.1) <= 0.1).all() and (exact > 0.1).sum() >= 8
+
+
 def test_a_sequence_linear_layer_by_either_method_and_other_layers_fall_back_to_vmap():
     torch.manual_seed(1)
     sequence = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Flatten(), nn.Linear(20, 2))  # inputs (B, 5, 3)
