@@ -67,8 +67,10 @@ class TrainingJob(models.Model):
     steps_done = models.IntegerField(default=0)  # the last checkpointed step
     epochs_done = models.IntegerField(default=0)
     epsilon_spent = models.FloatField(default=0.0)  # PLD ε(δ) of steps_done steps
-    # the highest step any run of the job may have begun (its noise drawn): leased a checkpoint interval ahead
+    # the highest step any run of the job may have begun (its noise drawn): leased a checkpoint interval ahead,
+    # and each run's own lease by its random token ({token: step}), so a stop can tell its own steps from others'
     steps_leased = models.IntegerField(default=0)
+    leases = models.JSONField(default=dict)
     steps_charged = models.IntegerField(null=True, blank=True)  # set when a stopped job is settled: t of T
     epsilon_refunded_micro = models.BigIntegerField(default=0)  # the reservation's ε minus that of t steps
     # [[step, epsilon_spent, held-out loss, held-out accuracy], ...] at each checkpoint

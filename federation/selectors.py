@@ -83,7 +83,3 @@ def job_by_id(job_id: int) -> TrainingJob | None:
 
 def cancel_requested(job_id: int) -> bool:
     return TrainingJob.objects.filter(pk=job_id, cancel_requested=True).exists()
-
-
-def steps_leased(job_id: int) -> int:
-    return TrainingJob.objects.filter(pk=job_id).values_list("steps_leased", flat=True).first() or 0

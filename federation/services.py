@@ -6,8 +6,9 @@ What a job costs: its whole run is ONE ledger charge made when the job is create
 is cancelled is settled (``accounting.services.ledger.settle``) at the t steps that may have
 run, ``PoissonSampledGaussianEvent(σ, q, t)``: the ε of those t steps stays spent and only the
 unspent remainder returns. t counts every step whose noise may have been drawn by any run of
-the job: the task leases steps a checkpoint interval ahead (``steps_leased``) before it runs
-them, so a worker killed between checkpoints leaves a lease that covers what it ran.
+the job: each run leases its steps a checkpoint interval ahead, under its own random token,
+before it runs them (``leases``, ``steps_leased``), so a worker killed between checkpoints, or a
+duplicate delivery running at the same time, leaves a lease that covers what it ran.
 
 The admin's daily budget must compose by PLD (an approximate (ε, δ) policy): a Gaussian
 mechanism has no pure ε. A job is refused with ``approximate_dp_required`` otherwise, and
@@ -242,11 +243,15 @@ def start_job(*, job: TrainingJob, device: str, steps_done: int, steps_per_epoch
     _save_unless_finished(job, _PROGRESS_FIELDS)
 
 
-def lease_steps(*, job: TrainingJob, through: int) -> None:
-    """Before steps up to ``through`` may run: count them as possibly spent should the job stop (one write
-    per checkpoint interval; the lease only grows)."""
-    TrainingJob.objects.filter(pk=job.pk, steps_leased__lt=through).update(steps_leased=through)
-    job.steps_leased = max(job.steps_leased, through)
+def lease_steps(*, job: TrainingJob, token: str, through: int) -> None:
+    """Before the run ``token`` takes steps up to ``through``: count them as possibly spent should the job stop.
+    One write per checkpoint interval, under the job's row lock; leases only grow."""
+    with transaction.atomic():
+        locked = TrainingJob.objects.select_for_update().get(pk=job.pk)
+        leases = {**locked.leases, token: max(locked.leases.get(token, 0), through)}
+        steps_leased = max(locked.steps_leased, through)
+        TrainingJob.objects.filter(pk=job.pk).update(leases=leases, steps_leased=steps_leased)
+    job.leases, job.steps_leased = leases, steps_leased
 
 
 def record_progress(*, job: TrainingJob, steps_done: int, steps_per_epoch: int,
@@ -259,16 +264,22 @@ def record_progress(*, job: TrainingJob, steps_done: int, steps_per_epoch: int,
     _save_unless_finished(job, _PROGRESS_FIELDS)
 
 
-def stop_job(*, job: TrainingJob, status: str, message: str, steps_spent: int, steps_done: int | None = None,
-             steps_per_epoch: int = 1) -> None:
-    """Failed or cancelled after ``steps_spent`` steps may have run (the caller counts every step whose noise
-    may have been drawn): settle the job's reservation at those steps, so that only the unspent remainder
-    returns, in the transaction that records the status. A job that has already finished is left as it is,
-    and a reservation is settled once, however many deliveries stop it."""
+def stop_job(*, job: TrainingJob, status: str, message: str, steps_spent: int, token: str | None = None,
+             steps_done: int | None = None, steps_per_epoch: int = 1) -> None:
+    """Failed or cancelled: settle the job's reservation at the steps that may have run, so that only the
+    unspent remainder returns, in the transaction that records the status.
+
+    ``steps_spent`` is what the calling run (``token``) counts for itself: the steps it took when it
+    stops between steps, its whole lease when it failed (an exception may strike after a step's noise
+    was drawn). Every other run's lease counts in full: a run killed earlier, or a duplicate delivery
+    running at the same time, may have taken all of its leased steps. A job that has already finished
+    is left as it is, and a reservation is settled once, however many deliveries stop it."""
     with transaction.atomic():
-        if TrainingJob.objects.select_for_update().get(pk=job.pk).status in FINISHED_STATUSES:
+        locked = TrainingJob.objects.select_for_update().get(pk=job.pk)
+        if locked.status in FINISHED_STATUSES:
             return
-        steps_spent = min(job.total_steps, steps_spent)
+        others = max((through for holder, through in locked.leases.items() if holder != token), default=0)
+        steps_spent = min(job.total_steps, max(steps_spent, others))
         event = dpsgd_event(job.noise_multiplier, job.sampling_probability, steps_spent) if steps_spent else None
         settlement = settle(reservation=reservation("training_job", str(job.pk)), event=event)
         if steps_done is not None:
@@ -320,14 +331,18 @@ def model_card(job: TrainingJob, test_accuracy: float, audit: dict | None = None
 
 
 def complete_job(*, job: TrainingJob, test_accuracy: float, steps_per_epoch: int, audit: dict | None = None) -> None:
-    """Weights are saved: write the model card beside them and mark the job succeeded."""
-    card = model_card(job, test_accuracy, audit)
-    directory = selectors.job_dir(job)
-    (directory / "model-card.json").write_text(json.dumps(card, indent=2) + "\n")
-    (directory / "checkpoint.pt").unlink(missing_ok=True)
-    _set_progress(job, job.total_steps, steps_per_epoch)
-    job.status, job.finished_at = "succeeded", timezone.now()
-    job.test_accuracy, job.model_card = test_accuracy, card
-    job.steps_charged = job.total_steps
-    job.log.append(_log_line(f"succeeded: test accuracy {test_accuracy:.4f}"))
-    job.save(update_fields=[*_PROGRESS_FIELDS, "steps_charged"])
+    """Weights are saved: write the model card beside them and mark the job succeeded; unless a duplicate
+    delivery stopped the job meanwhile (its settlement counted this run's whole lease: all T steps)."""
+    with transaction.atomic():
+        if TrainingJob.objects.select_for_update().get(pk=job.pk).status in FINISHED_STATUSES:
+            return
+        card = model_card(job, test_accuracy, audit)
+        directory = selectors.job_dir(job)
+        (directory / "model-card.json").write_text(json.dumps(card, indent=2) + "\n")
+        (directory / "checkpoint.pt").unlink(missing_ok=True)
+        _set_progress(job, job.total_steps, steps_per_epoch)
+        job.status, job.finished_at = "succeeded", timezone.now()
+        job.test_accuracy, job.model_card = test_accuracy, card
+        job.steps_charged = job.total_steps
+        job.log.append(_log_line(f"succeeded: test accuracy {test_accuracy:.4f}"))
+        job.save(update_fields=[*_PROGRESS_FIELDS, "steps_charged"])

@@ -195,3 +195,16 @@ def test_concurrent_stops_progress_and_charges_settle_once_and_keep_the_totals_e
     assert _dataset_spent(job) == total
     assert DailySpend.objects.get(spender=f"user:{user.pk}").spent_micro == total
     assert 0 <= settlement.entry.epsilon_micro / 1e6 - _dp_accounting_epsilon(job.steps_charged) < 1e-6
+
+
+@pytest.mark.django_db
+def test_another_runs_lease_counts_in_full_when_this_run_is_cancelled(admin, monkeypatch):
+    """A duplicate delivery running at the same time (or a run killed earlier) leased steps 1-6: this run,
+    cancelled after its first step, is settled at 6, not 1; its own steps count exactly."""
+    job = _job(admin)
+    services.lease_steps(job=job, token="other-run", through=6)
+    _stop_after(monkeypatch, 1, lambda run: services.request_cancel(job=TrainingJob.objects.get(pk=job.pk)))
+    assert run_training_job(job.pk) == "cancelled"
+    job.refresh_from_db()
+    assert job.steps_charged == 6 and job.leases["other-run"] == 6 and len(job.leases) == 2
+    assert 0 <= _dataset_spent(job) / 1e6 - _dp_accounting_epsilon(6) < 1e-6
