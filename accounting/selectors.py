@@ -13,7 +13,7 @@ from django.db.models import Count, Q
 
 from accounting.events import MechanismEvent, event_from_json
 from accounting.models import BudgetPolicy, DailySpend, LedgerEntry, PartitionCap, PartitionSpend
-from accounting.types import EffectivePolicy, Spender
+from accounting.types import EffectivePolicy, Partition, Spender
 from deploy.api.auth import role_of
 from privacy.epsilon import from_micro, to_micro
 
@@ -88,6 +88,15 @@ def partition_caps_micro(scopes: Iterable[str]) -> dict[str, int]:
     default = to_micro(settings.PRIVACY["DEFAULT_PARTITION_CAP_EPSILON"])
     caps = dict(PartitionCap.objects.filter(scope__in=scopes).values_list("scope", "lifetime_epsilon_micro"))
     return {scope: caps.get(scope, default) for scope in scopes}
+
+
+def partitions_left_micro(partitions: Iterable[Partition]) -> dict[Partition, int]:
+    """The lifetime cap left on each partition now: its scope's cap less the ε charged to it."""
+    partitions = sorted(set(partitions))
+    caps = partition_caps_micro(p.scope for p in partitions)
+    spent = {(row.scope, row.key): row.spent_micro for row in PartitionSpend.objects.filter(
+        scope__in={p.scope for p in partitions}, key__in={p.key for p in partitions})}
+    return {p: caps[p.scope] - spent.get((p.scope, p.key), 0) for p in partitions}
 
 
 def partition_usage(scope: str) -> dict:

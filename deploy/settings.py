@@ -207,6 +207,7 @@ if not 1 <= ROLLUP_INTERVAL_S <= MAX_ROLLUP_INTERVAL_S:
 CELERY_BEAT_SCHEDULE = {
     "advance-rollup": {"task": "telemetry.tasks.advance_rollup", "schedule": timedelta(seconds=ROLLUP_INTERVAL_S)},
     "expire-limits": {"task": "telemetry.tasks.expire_limits", "schedule": timedelta(hours=1)},
+    "clear-sessions": {"task": "frontend.tasks.clear_sessions", "schedule": timedelta(hours=1)},
 }
 
 # Privacy constants (the spec's PRIVACY block); see docs/privacy.md.

@@ -22,6 +22,11 @@ def not_found(request, what: str = "page"):
     return render(request, "frontend/404.html", {"what": what}, status=404)
 
 
+def error_page(request, error, title: str = "Refused"):
+    """A service's ``ApiError`` as a page, with the API's status, message and code."""
+    return render(request, "frontend/error.html", {"error": error, "title": title}, status=error.http_status)
+
+
 def _refusal(request, roles: tuple[str, ...]):
     """The response that refuses this request, or None when its user holds one of ``roles``."""
     if not request.user.is_authenticated or not request.user.is_active:

@@ -40,16 +40,23 @@ def table_rows(answer: dict) -> list[dict]:
     return rows
 
 
+BANDED_SERIES = 2
+
+
 def chart_data(answer: dict) -> dict:
     """What answer-chart.js draws: bars of each value (one series per region) for one day or a
     window's total; lines over days (one series per region) for a query grouped by day."""
     query = answer["release"]["query"]
     all_cells = cells(answer)
     days = sorted({cell["day"] for cell in all_cells if cell["day"] is not None})
+    series = len({cell["label"] for cell in all_cells})
+    kind = "line" if len(days) > 1 else "bar"
     return {
         "values": answer["values"],
         "days": days,
-        "kind": "line" if len(days) > 1 else "bar",
+        "kind": kind,
+        # lines of one or two series carry confidence bands; more lines, and bars, carry whiskers
+        "marks": "bands" if kind == "line" and series <= BANDED_SERIES else "whiskers",
         "confidence": answer["presentation"]["confidence"],
         "metric": query["metric"],
         "cells": [{key: cell[key] for key in ("day", "region", "label", "unbiased", "ci_low", "ci_high")}

@@ -2,21 +2,18 @@
 mode: Django's server with DEBUG on or off, and gunicorn. No collectstatic, no build step, no CDN.
 
 Files are looked up with the staticfiles finders (every app's ``static/`` folder), served with
-their content type, ``Last-Modified`` (a conditional request gets 304) and an hour of caching.
+their content type (``.js`` and ``.mjs`` as ``text/javascript``: ``FrontendConfig.ready``),
+``Last-Modified`` (a conditional request gets 304) and an hour of caching.
 """
 
 from __future__ import annotations
 
-import mimetypes
 from pathlib import Path, PurePosixPath
 
 from django.contrib.staticfiles import finders
 from django.http import Http404
 from django.views.decorators.http import require_safe
 from django.views.static import serve
-
-mimetypes.add_type("text/javascript", ".mjs")  # ES modules (the browser SDK): a browser refuses other types
-mimetypes.add_type("text/javascript", ".js")
 
 CACHE_CONTROL = "public, max-age=3600"
 

@@ -37,7 +37,8 @@ MAX_AGE = settings.PRIVACY["REPORT_MAX_AGE_DAYS"]
 def test_the_beat_runs_the_rollup_every_interval_and_the_expiry_hourly():
     schedule = {entry["task"]: entry["schedule"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
     assert schedule == {"telemetry.tasks.advance_rollup": timedelta(seconds=settings.ROLLUP_INTERVAL_S),
-                        "telemetry.tasks.expire_limits": timedelta(hours=1)}
+                        "telemetry.tasks.expire_limits": timedelta(hours=1),
+                        "frontend.tasks.clear_sessions": timedelta(hours=1)}
 
 
 def _beat_interval(value: str, tmp_path: Path) -> subprocess.CompletedProcess:

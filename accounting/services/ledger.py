@@ -29,8 +29,9 @@ from django.db import connection, transaction
 
 from accounting.accountants import PLDAccountant
 from accounting.events import MechanismEvent, event_to_json
-from accounting.models import LedgerEntry, PartitionSpend, Settlement
-from accounting.selectors import day_events, partition_caps_micro, resets_at, spent_micro, utc_today
+from accounting.models import LedgerEntry, Settlement
+from accounting.selectors import (day_events, partition_caps_micro, partitions_left_micro, resets_at, spent_micro,
+                                  utc_today)
 from accounting.types import EffectivePolicy, Partition, Spender, Subject
 from deploy.api.errors import ApiError
 from privacy.epsilon import from_micro
@@ -182,11 +183,7 @@ def preview(*, spender: Spender, event: MechanismEvent, partitions: Sequence[Par
             accountant, events = policy.accountant(), day_events(spender.key, budget_day)
             spent_before, spent_after = accountant.spent_micro(events), accountant.spent_micro([*events, event])
         before, after = policy.daily_epsilon_micro - spent_before, policy.daily_epsilon_micro - spent_after
-    ordered = sorted(set(partitions))
-    caps = partition_caps_micro(p.scope for p in ordered)
-    spent_on = {(row.scope, row.key): row.spent_micro for row in PartitionSpend.objects.filter(
-        scope__in={p.scope for p in ordered}, key__in={p.key for p in ordered})}
-    left = {p: caps[p.scope] - spent_on.get((p.scope, p.key), 0) - charged_micro for p in ordered}
+    left = {p: micro - charged_micro for p, micro in partitions_left_micro(partitions).items()}
     refusal = "budget_exhausted" if after is not None and after < 0 else \
         "partition_cap_reached" if any(value < 0 for value in left.values()) else None
     return ChargePreview(charged_micro, before, after, left, refusal)

@@ -14,15 +14,16 @@ from django.shortcuts import render
 from django.urls import path
 from django.views.decorators.http import require_http_methods, require_safe
 
-from accounting.selectors import budget_status, utc_today
+from accounting.selectors import budget_status, partitions_left_micro, utc_today
 from deploy.api.auth import role_of
 from deploy.api.errors import ApiError
 from frontend import answers
-from frontend.access import analyst_required, not_found
+from frontend.access import analyst_required, error_page, not_found
 from privacy.epsilon import from_micro
 from telemetry import selectors
-from telemetry.release.request import Presentation, parse_query_request
-from telemetry.release.service import preview_query, reopen_release, run_query
+from telemetry.catalog import catalog
+from telemetry.release.request import Presentation, parse_query_request, query_of_release
+from telemetry.release.service import preview_query, query_partitions, reopen_release, run_query
 
 CONFIDENCES = ("0.8", "0.9", "0.95", "0.99")
 DEFAULT_WINDOW_DAYS = 3
@@ -108,20 +109,26 @@ def _preview_context(preview) -> dict:
         "days_left": [{"day": p.key, "left_now": _epsilon(micro + charge.epsilon_micro), "left_after": _epsilon(micro)}
                       for p, micro in left],
         "lifetime_left_min": _epsilon(min(micro for _, micro in left) + charge.epsilon_micro) if left else None,
+        "lifetime_after_min": _epsilon(min(micro for _, micro in left)) if left else None,
+        "days": len(left),
         "refusal": charge.refusal,
         "resets_at": preview.resets_at,
     }
+
+
+def _lifetime_left(release) -> dict:
+    """The lifetime cap left now on the data-days a release asked about (for the budget meter)."""
+    query = query_of_release(release, catalog.by_id(release.metric_id))
+    left = partitions_left_micro(query_partitions(query, release.metric_id))
+    return {"left": _epsilon(min(left.values())), "days": len(left)}
 
 
 def _answer_page(request, answer: dict, release, *, status: int = 200):
     return render(request, "frontend/analyst/answer.html", {
         "answer": answer, "privacy": answers.privacy_facts(answer, release), "rows": answers.table_rows(answer),
         "chart": answers.chart_data(answer), "budget": budget_status(request.user), "values": answer["values"],
-        "region_grouped": "region" in answer["release"]["query"]["group_by"],
+        "region_grouped": "region" in answer["release"]["query"]["group_by"], "lifetime": _lifetime_left(release),
     }, status=status)
-
-
-_REFUSAL_STATUS = {"budget_exhausted": 429, "partition_cap_reached": 403}
 
 
 @require_http_methods(["GET", "POST"])
@@ -141,7 +148,7 @@ def query(request):
         return _query_page(request, values,
                            preview=_preview_context(preview_query(user=request.user, request=parsed)))
     except ApiError as error:
-        return _query_page(request, values, error=error, status=_REFUSAL_STATUS.get(error.code, 400))
+        return _query_page(request, values, error=error, status=error.http_status)
 
 
 # --- past releases ---------------------------------------------------------------------------------
@@ -175,8 +182,11 @@ def release(request, release_id):
     found = _own_release(request, release_id)
     if found is None:
         return not_found(request, "release")
-    return _answer_page(request, reopen_release(user=request.user, release=found,
-                                                presentation=_presentation(request.GET)), found)
+    try:
+        answer = reopen_release(user=request.user, release=found, presentation=_presentation(request.GET))
+    except ApiError as error:  # release_unreadable
+        return error_page(request, error, "This release cannot be shown")
+    return _answer_page(request, answer, found)
 
 
 @require_safe
@@ -185,7 +195,10 @@ def release_csv(request, release_id):
     found = _own_release(request, release_id)
     if found is None:
         return not_found(request, "release")
-    answer = reopen_release(user=request.user, release=found, presentation=_presentation(request.GET))
+    try:
+        answer = reopen_release(user=request.user, release=found, presentation=_presentation(request.GET))
+    except ApiError as error:
+        return error_page(request, error, "This release cannot be exported")
     response = HttpResponse(answers.csv_text(answer, found), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="release-{found.id}.csv"'
     return response

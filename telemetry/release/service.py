@@ -43,9 +43,13 @@ def _lock_query(query: CanonicalQuery) -> None:
     advisory_xact_lock(int(query.key[:15], 16))
 
 
-def _partitions(request: QueryRequest) -> list[Partition]:
+def query_partitions(query: CanonicalQuery, metric_id: int) -> list[Partition]:
     """The lifetime-capped partitions a query is charged on: every data-day of its window."""
-    return [Partition(partition_scope(request.spec.id), day.isoformat()) for day in request.query.days()]
+    return [Partition(partition_scope(metric_id), day.isoformat()) for day in query.days()]
+
+
+def _partitions(request: QueryRequest) -> list[Partition]:
+    return query_partitions(request.query, request.spec.id)
 
 
 def _charge(user, request: QueryRequest, event: MechanismEvent, release_id: uuid.UUID) -> ledger.Charge:

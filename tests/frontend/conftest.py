@@ -9,21 +9,11 @@ except under ``CI=true``, where they fail (deploy/test.sh installs Chromium when
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from urllib.parse import urlparse
 
 import pytest
 
-CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
-PASSWORD = "correct horse battery staple"
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+from pages_testing import (CHROMIUM, CHROMIUM_ARGS, DESKTOP, PASSWORD, PHONE, in_ci,  # noqa: F401  (re-exported)
+                           log_in, with_password)
 
 
 @pytest.fixture
@@ -32,12 +22,6 @@ def page_user(db, q):
     def make(username: str, role: str = "analyst"):
         return with_password(q.user(username, role)[0])
     return make
-
-
-def with_password(user):
-    user.set_password(PASSWORD)
-    user.save(update_fields=["password"])
-    return user
 
 
 @pytest.fixture
@@ -64,7 +48,7 @@ def browser():
     """
     if not CHROMIUM.exists():
         message = f"browser tests need Chromium at {CHROMIUM} (apt-get install chromium chromium-driver)"
-        if _in_ci():
+        if in_ci():
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
     from playwright.sync_api import sync_playwright
@@ -111,15 +95,6 @@ def new_page(browser, live_site):
 def page(new_page):
     """A desktop-width page in a fresh browser context on the live server."""
     return new_page()
-
-
-def log_in(page, username: str, password: str = PASSWORD, next_path: str = "/") -> None:
-    """Log in through the login form, as a person would, and wait for the page it leads to."""
-    page.goto(f"/login?next={next_path}")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(lambda url: urlparse(url).path == next_path)
 
 
 @pytest.fixture

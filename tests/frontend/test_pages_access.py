@@ -115,3 +115,19 @@ def test_unknown_paths_and_the_api_stay_json(client):
     assert response.status_code == 404
     assert response.json()["code"] == "not_found"
     assert client.get("/health").json() == {"status": "ok"}
+
+
+def test_expired_logins_are_cleared_by_the_hourly_task(page_user, client):
+    from datetime import timedelta
+
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+
+    from frontend.tasks import clear_sessions
+
+    client.force_login(page_user("ana"))
+    other = Client()
+    other.force_login(page_user("bob"))
+    Session.objects.filter(session_key=other.session.session_key).update(expire_date=timezone.now() - timedelta(seconds=1))
+    assert clear_sessions() == 1
+    assert list(Session.objects.values_list("session_key", flat=True)) == [client.session.session_key]

@@ -45,6 +45,8 @@ def test_running_pays_once_then_the_same_query_is_cached_and_free(analyst_client
     assert first.status_code == 200
     assert first.context["privacy"]["cached"] is False
     assert first.context["budget"]["remaining"] == 9
+    assert first.context["lifetime"] == {"left": 49, "days": 3}  # the default cap, 50, less this query's ε
+    assert b'data-testid="lifetime-left">at least \xce\xb5 49<' in first.content
     assert q.ledger_micro() == 1_000_000
     preview = analyst_client.post("/query", form(q, action="preview")).context["preview"]
     assert preview["released"] is not None  # "already released: free"
@@ -121,3 +123,14 @@ def test_an_analyst_cannot_reopen_another_analysts_release(analyst_client, page_
     client.force_login(page_user("bob"))
     assert client.get(f"/releases/{release_id}").status_code == 404
     assert client.get(f"/releases/{release_id}/csv").status_code == 404
+
+
+def test_a_release_whose_stored_counts_do_not_decode_is_an_error_page(analyst_client, data, q):
+    from telemetry.models import Release
+
+    release_id = analyst_client.post("/query", form(q, action="run")).context["privacy"]["release_id"]
+    Release.objects.filter(id=release_id).update(noisy_counts=b"\x09")
+    for path in (f"/releases/{release_id}", f"/releases/{release_id}/csv"):
+        response = analyst_client.get(path)
+        assert response.status_code == 409
+        assert b"release_unreadable" in response.content and b'role="alert"' in response.content

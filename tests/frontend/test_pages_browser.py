@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 from django.urls import reverse
 
-from conftest import PHONE
+from pages_testing import PHONE
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -160,3 +160,8 @@ def test_keyboard_first_stop_is_the_skip_link_and_a_phone_never_scrolls_sideways
     for path in ("/", "/metrics", "/query", "/releases"):
         page.goto(path)
         assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth"), path
+    ask(page, "1", group_by=("region",))
+    confirm(page)
+    assert chart_is_drawn(page)
+    assert page.evaluate("() => Chart.getChart('answer-chart').options.indexAxis") == "y"  # bars across a phone
+    assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")

@@ -43,6 +43,10 @@ def demo_environment() -> dict[str, str]:
     return {**os.environ, "PRIVACY_REGIONS": os.environ.get("PRIVACY_REGIONS") or ",".join(DEMO_REGIONS)}
 
 
+#: The demo users' passwords for the pages (the demo serves only 127.0.0.1); printed at start.
+DEMO_PASSWORDS = {"demo_analyst": "analyst-demo", "demo_admin": "admin-demo"}
+
+
 class Command(BaseCommand):
     help = "Run the service on embedded defaults with a demo catalog and simulated clients."
 
@@ -81,9 +85,12 @@ class Command(BaseCommand):
                 self.stdout.write(f"metric {metric.name}: protocol={metric.protocol} k={metric.k} ε={metric.epsilon}")
 
     def _user_token(self, username: str, role: str) -> str:
+        """The user's API token; the user logs in to the pages with their DEMO_PASSWORDS entry."""
         user = get_user_model().objects.filter(username=username).first()
         if user is None:
-            return services.create_user(username=username, role=role)[1]
+            user = services.create_user(username=username, role=role)[0]
+        user.set_password(DEMO_PASSWORDS[username])
+        user.save(update_fields=["password"])
         return Token.objects.get_or_create(user=user)[0].key
 
     def _start_worker(self) -> subprocess.Popen:
@@ -127,6 +134,9 @@ class Command(BaseCommand):
         today = datetime.now(timezone.utc).date()
         self.stdout.write(f"""
 The service is up at {base_url}
+  pages:          {base_url}/  (open it in a browser)
+    log in as an analyst:  demo_analyst / {DEMO_PASSWORDS["demo_analyst"]}
+    log in as an admin:    demo_admin / {DEMO_PASSWORDS["demo_admin"]}
   ingest key:     {ingest_key}
   analyst token:  {analyst_token}
   admin token:    {admin_token}

@@ -24,29 +24,45 @@
     return seen;
   }
 
-  // Whiskers: a vertical line from ci_low to ci_high over each bar, with caps.
+  // Whiskers: a line from ci_low to ci_high across each bar (or line point), with caps. Points of
+  // several line series on one day are spread a little sideways so their whiskers do not overlap.
   var whiskers = {
     id: "whiskers",
     afterDatasetsDraw: function (chart) {
-      var ctx = chart.ctx, y = chart.scales.y;
+      var ctx = chart.ctx, horizontal = chart.options.indexAxis === "y";
+      var value = horizontal ? chart.scales.x : chart.scales.y;
       chart.data.datasets.forEach(function (dataset, d) {
         if (!dataset.ciLow || !chart.isDatasetVisible(d)) { return; }
-        chart.getDatasetMeta(d).data.forEach(function (bar, i) {
-          var low = y.getPixelForValue(dataset.ciLow[i]), high = y.getPixelForValue(dataset.ciHigh[i]);
-          var cap = Math.max(2, Math.min(8, bar.width * 0.25));
+        chart.getDatasetMeta(d).data.forEach(function (element, i) {
+          if (dataset.ciLow[i] === null || dataset.ciLow[i] === undefined) { return; }
+          var low = value.getPixelForValue(dataset.ciLow[i]), high = value.getPixelForValue(dataset.ciHigh[i]);
+          var size = horizontal ? element.height : element.width;
+          var cap = size ? Math.max(2, Math.min(8, size * 0.25)) : 4;
+          var across = horizontal ? element.y : element.x + (dataset.spread || 0);
           ctx.save();
-          ctx.strokeStyle = "#1b1f24";
+          var area = chart.chartArea;
+          ctx.beginPath();
+          ctx.rect(area.left, area.top, area.right - area.left, area.bottom - area.top);
+          ctx.clip();
+          ctx.strokeStyle = dataset.whiskerColor || "#1b1f24";
           ctx.lineWidth = 1.5;
           ctx.beginPath();
-          ctx.moveTo(bar.x, low); ctx.lineTo(bar.x, high);
-          ctx.moveTo(bar.x - cap, low); ctx.lineTo(bar.x + cap, low);
-          ctx.moveTo(bar.x - cap, high); ctx.lineTo(bar.x + cap, high);
+          if (horizontal) {
+            ctx.moveTo(low, across); ctx.lineTo(high, across);
+            ctx.moveTo(low, across - cap); ctx.lineTo(low, across + cap);
+            ctx.moveTo(high, across - cap); ctx.lineTo(high, across + cap);
+          } else {
+            ctx.moveTo(across, low); ctx.lineTo(across, high);
+            ctx.moveTo(across - cap, low); ctx.lineTo(across + cap, low);
+            ctx.moveTo(across - cap, high); ctx.lineTo(across + cap, high);
+          }
           ctx.stroke();
           ctx.restore();
         });
       });
     }
   };
+  var narrow = window.matchMedia("(max-width: 40rem)").matches;
 
   function barConfig() {
     var datasets = seriesLabels().map(function (label, s) {
@@ -54,44 +70,65 @@
       return { label: label, data: cell.unbiased, ciLow: cell.ci_low, ciHigh: cell.ci_high,
                backgroundColor: color(s, 0.75), borderColor: color(s), borderWidth: 1 };
     });
-    return { type: "bar", data: { labels: data.values, datasets: datasets }, plugins: [whiskers] };
+    if (narrow) {  // a phone: horizontal bars, one row per value, as tall as they need
+      canvas.parentNode.style.height = Math.max(288, data.values.length * datasets.length * 14 + 110) + "px";
+    }
+    return { type: "bar", data: { labels: data.values, datasets: datasets }, plugins: [whiskers],
+             indexAxis: narrow ? "y" : "x" };
   }
 
+  // Few series: confidence bands. More: whiskers at each point, or the bands would cover each other.
   function lineDatasets(valueIndex) {
-    var datasets = [];
-    seriesLabels().forEach(function (label, s) {
+    var datasets = [], labels = seriesLabels(), banded = data.marks === "bands";
+    labels.forEach(function (label, s) {
       var byDay = {};
       data.cells.forEach(function (c) { if (c.label === label) { byDay[c.day] = c; } });
       function column(key) {
         return data.days.map(function (day) { return byDay[day] ? byDay[day][key][valueIndex] : null; });
       }
-      var band = { pointRadius: 0, borderWidth: 0, band: true, spanGaps: false };
-      datasets.push(Object.assign({ label: label + " low", data: column("ci_low"), fill: false,
-                                    borderColor: "transparent" }, band));
-      datasets.push(Object.assign({ label: label + " high", data: column("ci_high"), fill: "-1",
-                                    backgroundColor: color(s, 0.18), borderColor: "transparent" }, band));
-      datasets.push({ label: label, data: column("unbiased"), borderColor: color(s), backgroundColor: color(s),
-                      borderWidth: 2, pointRadius: 3, fill: false, tension: 0 });
+      var line = { label: label, data: column("unbiased"), borderColor: color(s), backgroundColor: color(s),
+                   borderWidth: 2, pointRadius: 3, fill: false, tension: 0 };
+      if (banded) {
+        var band = { pointRadius: 0, borderWidth: 0, band: true, spanGaps: false };
+        datasets.push(Object.assign({ label: label + " low", data: column("ci_low"), fill: false,
+                                      borderColor: "transparent" }, band));
+        datasets.push(Object.assign({ label: label + " high", data: column("ci_high"), fill: "-1",
+                                      backgroundColor: color(s, 0.2), borderColor: "transparent" }, band));
+      } else {
+        Object.assign(line, { ciLow: column("ci_low"), ciHigh: column("ci_high"), whiskerColor: color(s),
+                              spread: (s - (labels.length - 1) / 2) * 5 });
+      }
+      datasets.push(line);
     });
     return datasets;
   }
 
   function lineConfig() {
-    return { type: "line", data: { labels: data.days, datasets: lineDatasets(0) } };
+    return { type: "line", data: { labels: data.days, datasets: lineDatasets(0) }, plugins: [whiskers] };
+  }
+
+  function scales(horizontal) {
+    // the axis spans every interval of the answer, whichever value is shown, so whiskers stay inside
+    var low = 0, high = 0;
+    data.cells.forEach(function (cell) {
+      low = Math.min(low, Math.min.apply(null, cell.ci_low), Math.min.apply(null, cell.unbiased));
+      high = Math.max(high, Math.max.apply(null, cell.ci_high), Math.max.apply(null, cell.unbiased));
+    });
+    var count = { title: { display: true, text: "estimated count" }, suggestedMin: low, suggestedMax: high };
+    var category = { title: { display: true, text: data.kind === "line" ? "day (UTC)" : "value" } };
+    return horizontal ? { x: count, y: category } : { x: category, y: count };
   }
 
   var config = data.kind === "line" ? lineConfig() : barConfig();
   config.options = {
+    indexAxis: config.indexAxis || "x",
     responsive: true,
     maintainAspectRatio: false,
     animation: false,
     interaction: { mode: "nearest", intersect: false },
-    scales: {
-      y: { title: { display: true, text: "estimated count" }, beginAtZero: true },
-      x: { title: { display: true, text: data.kind === "line" ? "day (UTC)" : "value" } }
-    },
+    scales: scales(config.indexAxis === "y"),
     plugins: {
-      legend: { labels: { filter: function (item, chartData) { return !chartData.datasets[item.datasetIndex].band; } } },
+      legend: { position: narrow ? "bottom" : "top", labels: { boxWidth: narrow ? 12 : 40, filter: function (item, chartData) { return !chartData.datasets[item.datasetIndex].band; } } },
       tooltip: {
         filter: function (item) { return !item.dataset.band; },
         callbacks: {
