@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from conftest import DESKTOP, PHONE, with_password
+from pages_testing import DESKTOP, PHONE, with_password
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
