@@ -108,3 +108,32 @@ class LedgerEntry(models.Model):
 
     def delete(self, *args, **kwargs):
         raise PermissionError("ledger entries are insert-only")
+
+
+class Settlement(models.Model):
+    """A reservation settled at what actually ran: the ledger stays insert-only, and nothing is counted twice.
+
+    A spender that charges a whole mechanism before it runs (a training job's T steps) and then
+    runs only part of it (t < T steps: cancelled or failed) records one settlement: ``entry`` is a
+    new ledger entry of the event that ran (None when nothing ran), which supersedes
+    ``reservation`` in every composition, and the running totals drop by ``refunded_micro``
+    (the reservation's ε minus the entry's). One per reservation (the one-to-one key), so a
+    settlement is made once however often it is asked for. Insert-only like the ledger.
+    """
+
+    reservation = models.OneToOneField(LedgerEntry, on_delete=models.PROTECT, related_name="settlement")
+    entry = models.OneToOneField(LedgerEntry, null=True, on_delete=models.PROTECT, related_name="settles")
+    refunded_micro = models.BigIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=models.Q(refunded_micro__gte=0),
+                                              name="settlement_refund_non_negative")]
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise PermissionError("settlements are insert-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise PermissionError("settlements are insert-only")

@@ -44,8 +44,9 @@ def user_spender(user) -> Spender:
 
 
 def day_events(spender_key: str, day: date) -> list[MechanismEvent]:
-    """The day's charges as mechanism events, read grouped (one row per distinct event)."""
-    grouped = (LedgerEntry.objects.filter(spender=spender_key, budget_day=day)
+    """The day's charges as mechanism events, read grouped (one row per distinct event); a settled
+    reservation counts as the event it was settled at (its settlement's entry, another row of the day)."""
+    grouped = (LedgerEntry.objects.filter(spender=spender_key, budget_day=day, settlement__isnull=True)
                .values_list("event").annotate(count=Count("id")).order_by())
     return [event for data, count in grouped for event in [event_from_json(data)] * count]
 
@@ -117,6 +118,12 @@ def partition_usage(scope: str) -> dict:
     }
 
 
+def reservation(subject_kind: str, subject_id: str) -> LedgerEntry | None:
+    """A subject's first charge that is not itself a settlement's entry: what a settlement replaces."""
+    return (LedgerEntry.objects.filter(subject_kind=subject_kind, subject_id=subject_id, settles__isnull=True)
+            .order_by("id").first())
+
+
 def charges_for(subject_kind: str, subject_ids: Iterable[str]) -> dict[str, list[LedgerEntry]]:
     """The ledger entries of each subject, in one query."""
     by_subject: dict[str, list[LedgerEntry]] = {}
@@ -172,7 +179,7 @@ def budget_statuses(now: datetime | None = None) -> list[tuple[object, dict]]:
     spent = {keys[key]: micro for key, micro in
              DailySpend.objects.filter(day=today, spender__in=pure).values_list("spender", "spent_micro")}
     events: dict[str, list[MechanismEvent]] = {key: [] for key in approximate}
-    grouped = (LedgerEntry.objects.filter(budget_day=today, spender__in=approximate)
+    grouped = (LedgerEntry.objects.filter(budget_day=today, spender__in=approximate, settlement__isnull=True)
                .values_list("spender", "event").annotate(count=Count("id")).order_by())
     for key, data, count in grouped:
         events[key] += [event_from_json(data)] * count

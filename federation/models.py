@@ -2,8 +2,9 @@
 
 A :class:`Dataset` is one lifetime-capped partition of the ledger, ``dataset:<id>``
 (its cap is an ``accounting.PartitionCap`` row of that scope). A :class:`TrainingJob`
-is charged its whole run, one ``PoissonSampledGaussianEvent``, when it is created;
-its row then records the progress the training task makes.
+reserves its whole run, one ``PoissonSampledGaussianEvent`` of T steps, when it is created;
+its row then records the progress the training task makes. A job cancelled or failed after
+t < T steps is settled at the t steps that may have run (``accounting.services.ledger.settle``).
 """
 
 from django.conf import settings
@@ -66,6 +67,14 @@ class TrainingJob(models.Model):
     steps_done = models.IntegerField(default=0)  # the last checkpointed step
     epochs_done = models.IntegerField(default=0)
     epsilon_spent = models.FloatField(default=0.0)  # PLD ε(δ) of steps_done steps
+    # the highest step any run of the job may have begun (its noise drawn): leased a checkpoint interval ahead,
+    # and each run's own lease by its random token ({token: step}), so a stop can tell its own steps from others'
+    steps_leased = models.IntegerField(default=0)
+    leases = models.JSONField(default=dict)
+    steps_charged = models.IntegerField(null=True, blank=True)  # set when a stopped job is settled: t of T
+    epsilon_refunded_micro = models.BigIntegerField(default=0)  # the reservation's ε minus that of t steps
+    # [[step, epsilon_spent, held-out loss, held-out accuracy], ...] at each checkpoint
+    history = models.JSONField(default=list)
     device = models.CharField(max_length=32, blank=True)
     log = models.JSONField(default=list)
     test_accuracy = models.FloatField(null=True, blank=True)

@@ -130,9 +130,13 @@ def job_json(job: TrainingJob) -> dict:
                        "noise_multiplier": job.noise_multiplier, "sampling_probability": job.sampling_probability,
                        "steps": job.total_steps, "target_epsilon": job.target_epsilon, "delta": job.delta,
                        "seeded": job.seed is not None, "canaries": job.canaries},
-        "epsilon_charged": float(from_micro(job.epsilon_micro)) if job.epsilon_micro else 0.0,
+        "epsilon_reserved": float(from_micro(job.epsilon_micro)),
+        "epsilon_charged": float(from_micro(job.epsilon_micro - job.epsilon_refunded_micro)),
+        "epsilon_refunded": float(from_micro(job.epsilon_refunded_micro)), "steps_charged": job.steps_charged,
         "progress": {"steps_done": job.steps_done, "total_steps": job.total_steps, "epochs_done": job.epochs_done,
-                     "epsilon_spent": job.epsilon_spent},
+                     "epsilon_spent": job.epsilon_spent, "steps_leased": job.steps_leased},
+        "history": [{"step": step, "epsilon": epsilon, "test_loss": loss, "test_accuracy": acc}
+                    for step, epsilon, loss, acc in job.history],
         "device": job.device, "log": job.log, "test_accuracy": job.test_accuracy, "model_card": job.model_card,
         "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at,
     }

@@ -2,9 +2,13 @@
 
 What a job costs: its whole run is ONE ledger charge made when the job is created, the
 ``PoissonSampledGaussianEvent(σ, q, T)`` of all T steps, on the dataset's partition
-``dataset:<id>`` and billed to the admin who created it. The ε is reserved up front and
-never returned: a job that fails or is cancelled after k < T steps keeps its full charge
-(the ledger is insert-only; this over-counts, which is the safe side).
+``dataset:<id>`` and billed to the admin who created it: a reservation. A job that fails or
+is cancelled is settled (``accounting.services.ledger.settle``) at the t steps that may have
+run, ``PoissonSampledGaussianEvent(σ, q, t)``: the ε of those t steps stays spent and only the
+unspent remainder returns. t counts every step whose noise may have been drawn by any run of
+the job: each run leases its steps a checkpoint interval ahead, under its own random token,
+before it runs them (``leases``, ``steps_leased``), so a worker killed between checkpoints, or a
+duplicate delivery running at the same time, leaves a lease that covers what it ran.
 
 The admin's daily budget must compose by PLD (an approximate (ε, δ) policy): a Gaussian
 mechanism has no pure ε. A job is refused with ``approximate_dp_required`` otherwise, and
@@ -24,8 +28,8 @@ from django.utils import timezone
 
 from accounting.calibration import (MIN_NOISE_MULTIPLIER, calibrate_noise_multiplier, dpsgd_epsilon, dpsgd_event,
                                     rdp_epsilon)
-from accounting.selectors import user_spender
-from accounting.services.ledger import charge
+from accounting.selectors import reservation, user_spender
+from accounting.services.ledger import charge, settle
 from accounting.services.policies import set_partition_cap
 from accounting.types import Partition, Subject
 from deploy.api.errors import ApiError
@@ -212,6 +216,12 @@ def _epsilon_after(job: TrainingJob, steps: int) -> float:
     return dpsgd_epsilon(job.noise_multiplier, job.sampling_probability, steps, job.delta) if steps else 0.0
 
 
+def _save_unless_finished(job: TrainingJob, fields: list[str]) -> None:
+    """Write ``fields`` unless the job has finished meanwhile (a duplicate delivery stopped it)."""
+    TrainingJob.objects.filter(pk=job.pk).exclude(status__in=FINISHED_STATUSES).update(
+        **{field: getattr(job, field) for field in fields})
+
+
 def _set_progress(job: TrainingJob, steps_done: int, steps_per_epoch: int) -> None:
     job.steps_done = steps_done
     job.epochs_done = steps_done // steps_per_epoch
@@ -219,7 +229,8 @@ def _set_progress(job: TrainingJob, steps_done: int, steps_per_epoch: int) -> No
 
 
 _PROGRESS_FIELDS = ["status", "steps_done", "epochs_done", "epsilon_spent", "device", "log", "started_at",
-                    "finished_at", "test_accuracy", "model_card"]
+                    "finished_at", "test_accuracy", "model_card", "history"]
+_SETTLED_FIELDS = [*_PROGRESS_FIELDS, "steps_charged", "epsilon_refunded_micro"]
 
 
 def start_job(*, job: TrainingJob, device: str, steps_done: int, steps_per_epoch: int) -> None:
@@ -229,23 +240,56 @@ def start_job(*, job: TrainingJob, device: str, steps_done: int, steps_per_epoch
     _set_progress(job, steps_done, steps_per_epoch)
     job.log.append(_log_line(f"resumed from the checkpoint of step {steps_done} on {device}" if steps_done
                              else f"started on {device}"))
-    job.save(update_fields=_PROGRESS_FIELDS)
+    _save_unless_finished(job, _PROGRESS_FIELDS)
 
 
-def record_progress(*, job: TrainingJob, steps_done: int, steps_per_epoch: int) -> None:
-    """A checkpoint of ``steps_done`` steps is on disk: show it (no training loss: it is not private)."""
+def lease_steps(*, job: TrainingJob, token: str, through: int) -> None:
+    """Before the run ``token`` takes steps up to ``through``: count them as possibly spent should the job stop.
+    One write per checkpoint interval, under the job's row lock; leases only grow."""
+    with transaction.atomic():
+        locked = TrainingJob.objects.select_for_update().get(pk=job.pk)
+        leases = {**locked.leases, token: max(locked.leases.get(token, 0), through)}
+        steps_leased = max(locked.steps_leased, through)
+        TrainingJob.objects.filter(pk=job.pk).update(leases=leases, steps_leased=steps_leased)
+    job.leases, job.steps_leased = leases, steps_leased
+
+
+def record_progress(*, job: TrainingJob, steps_done: int, steps_per_epoch: int,
+                    held_out: tuple[float, float] | None = None) -> None:
+    """A checkpoint of ``steps_done`` steps is on disk: show it, with the (loss, accuracy) of the model on the
+    held-out split when measured (never the training loss: DP-SGD does not privatize it)."""
     _set_progress(job, steps_done, steps_per_epoch)
-    job.save(update_fields=_PROGRESS_FIELDS)
+    if held_out is not None:
+        job.history = [*job.history, [steps_done, job.epsilon_spent, round(held_out[0], 6), round(held_out[1], 6)]]
+    _save_unless_finished(job, _PROGRESS_FIELDS)
 
 
-def stop_job(*, job: TrainingJob, status: str, message: str, steps_done: int | None = None,
-             steps_per_epoch: int = 1) -> None:
-    """Failed or cancelled: the job's charge stays (see the module docstring)."""
-    if steps_done is not None:
-        _set_progress(job, steps_done, steps_per_epoch)
-    job.status, job.finished_at = status, timezone.now()
-    job.log.append(_log_line(message))
-    job.save(update_fields=_PROGRESS_FIELDS)
+def stop_job(*, job: TrainingJob, status: str, message: str, steps_spent: int, token: str | None = None,
+             steps_done: int | None = None, steps_per_epoch: int = 1) -> None:
+    """Failed or cancelled: settle the job's reservation at the steps that may have run, so that only the
+    unspent remainder returns, in the transaction that records the status.
+
+    ``steps_spent`` is what the calling run (``token``) counts for itself: the steps it took when it
+    stops between steps, its whole lease when it failed (an exception may strike after a step's noise
+    was drawn). Every other run's lease counts in full: a run killed earlier, or a duplicate delivery
+    running at the same time, may have taken all of its leased steps. A job that has already finished
+    is left as it is, and a reservation is settled once, however many deliveries stop it."""
+    with transaction.atomic():
+        locked = TrainingJob.objects.select_for_update().get(pk=job.pk)
+        if locked.status in FINISHED_STATUSES:
+            return
+        others = max((through for holder, through in locked.leases.items() if holder != token), default=0)
+        steps_spent = min(job.total_steps, max(steps_spent, others))
+        event = dpsgd_event(job.noise_multiplier, job.sampling_probability, steps_spent) if steps_spent else None
+        settlement = settle(reservation=reservation("training_job", str(job.pk)), event=event)
+        if steps_done is not None:
+            _set_progress(job, steps_done, steps_per_epoch)
+        job.status, job.finished_at = status, timezone.now()
+        job.steps_charged, job.epsilon_refunded_micro = steps_spent, settlement.refunded_micro
+        charged = from_micro(job.epsilon_micro - settlement.refunded_micro)
+        job.log.append(_log_line(f"{message}; settled at {steps_spent} of {job.total_steps} steps: epsilon {charged} "
+                                 f"stays spent, {from_micro(settlement.refunded_micro)} returned"))
+        job.save(update_fields=_SETTLED_FIELDS)
 
 
 def model_card(job: TrainingJob, test_accuracy: float, audit: dict | None = None) -> dict:
@@ -287,13 +331,18 @@ def model_card(job: TrainingJob, test_accuracy: float, audit: dict | None = None
 
 
 def complete_job(*, job: TrainingJob, test_accuracy: float, steps_per_epoch: int, audit: dict | None = None) -> None:
-    """Weights are saved: write the model card beside them and mark the job succeeded."""
-    card = model_card(job, test_accuracy, audit)
-    directory = selectors.job_dir(job)
-    (directory / "model-card.json").write_text(json.dumps(card, indent=2) + "\n")
-    (directory / "checkpoint.pt").unlink(missing_ok=True)
-    _set_progress(job, job.total_steps, steps_per_epoch)
-    job.status, job.finished_at = "succeeded", timezone.now()
-    job.test_accuracy, job.model_card = test_accuracy, card
-    job.log.append(_log_line(f"succeeded: test accuracy {test_accuracy:.4f}"))
-    job.save(update_fields=_PROGRESS_FIELDS)
+    """Weights are saved: write the model card beside them and mark the job succeeded; unless a duplicate
+    delivery stopped the job meanwhile (its settlement counted this run's whole lease: all T steps)."""
+    with transaction.atomic():
+        if TrainingJob.objects.select_for_update().get(pk=job.pk).status in FINISHED_STATUSES:
+            return
+        card = model_card(job, test_accuracy, audit)
+        directory = selectors.job_dir(job)
+        (directory / "model-card.json").write_text(json.dumps(card, indent=2) + "\n")
+        (directory / "checkpoint.pt").unlink(missing_ok=True)
+        _set_progress(job, job.total_steps, steps_per_epoch)
+        job.status, job.finished_at = "succeeded", timezone.now()
+        job.test_accuracy, job.model_card = test_accuracy, card
+        job.steps_charged = job.total_steps
+        job.log.append(_log_line(f"succeeded: test accuracy {test_accuracy:.4f}"))
+        job.save(update_fields=[*_PROGRESS_FIELDS, "steps_charged"])

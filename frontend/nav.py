@@ -29,4 +29,5 @@ NAV = [
     NavItem("Exports", "frontend:federation-exports", ADMINS),
     NavItem("Contributors", "frontend:federation-contributors", ADMINS),
     NavItem("Transparency log", "frontend:federation-log", ADMINS),
+    NavItem("Training", "frontend:training", ADMINS),
 ]

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.urls import path
 
 from frontend import static_files
-from frontend.views import admin, analyst, auth, federation
+from frontend.views import admin, analyst, auth, federation, training
 
 app_name = "frontend"
 
@@ -17,4 +17,5 @@ urlpatterns = [
     *analyst.urlpatterns,
     *federation.urlpatterns,
     *admin.urlpatterns,
+    *training.urlpatterns,
 ]

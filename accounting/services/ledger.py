@@ -8,6 +8,13 @@ spender's day row, then one upsert of all partition rows in (scope, key) order.
 Every charge takes its locks in that one order, so concurrent charges serialize
 without deadlocks and never overshoot a budget. A refused charge is undone
 with a savepoint, so it changes nothing even if the caller's transaction goes on.
+
+:func:`settle` returns the unspent part of a reservation (a charge made for a
+whole mechanism before it ran, of which only part ran) without breaking
+insert-only: it inserts the event that ran as a new entry and a
+:class:`~accounting.models.Settlement` that makes it supersede the reservation
+in every composition, and lowers the running totals by the difference, under
+the same locks in the same order as :func:`charge`.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from django.db import connection, transaction
 
 from accounting.accountants import PLDAccountant
 from accounting.events import MechanismEvent, event_to_json
-from accounting.models import LedgerEntry
+from accounting.models import LedgerEntry, Settlement
 from accounting.selectors import (day_events, partition_caps_micro, partitions_left_micro, resets_at, spent_micro,
                                   utc_today)
 from accounting.types import EffectivePolicy, Partition, Spender, Subject
@@ -180,3 +187,50 @@ def preview(*, spender: Spender, event: MechanismEvent, partitions: Sequence[Par
     refusal = "budget_exhausted" if after is not None and after < 0 else \
         "partition_cap_reached" if any(value < 0 for value in left.values()) else None
     return ChargePreview(charged_micro, before, after, left, refusal)
+
+
+def _unspend(spender_key: str, day: date, partitions: Sequence[Partition], epsilon_micro: int) -> None:
+    """Lower the running totals a charge raised: the day row, then the partitions in (scope, key) order."""
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE accounting_dailyspend SET spent_micro = spent_micro - %s WHERE spender = %s AND day = %s",
+                       [epsilon_micro, spender_key, day])
+        for partition in partitions:
+            cursor.execute("UPDATE accounting_partitionspend SET spent_micro = spent_micro - %s"
+                           " WHERE scope = %s AND key = %s", [epsilon_micro, partition.scope, partition.key])
+
+
+def settle(*, reservation: LedgerEntry, event: MechanismEvent | None) -> Settlement:
+    """Settle ``reservation`` at ``event``, the part of its mechanism that ran (None: nothing ran).
+
+    The event is accounted exactly as the reservation was (its composition, at its δ), on the same
+    spender, budget day and partitions; it supersedes the reservation wherever events are composed
+    (``selectors.day_events``), and the running totals drop by the difference. Idempotent: the
+    reservation row is locked first, so a second or concurrent settlement of it waits and then gets
+    the first one back. Refuses an event that costs more than the reservation. Must run inside the
+    caller's transaction.
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("settle() must run inside the transaction of what it settles")
+    reservation = LedgerEntry.objects.select_for_update().get(pk=reservation.pk)
+    existing = Settlement.objects.filter(reservation=reservation).select_related("entry").first()
+    if existing is not None:
+        return existing
+    if event is None:
+        settled_micro = 0
+    elif event.pure_epsilon_micro is not None:
+        settled_micro = event.pure_epsilon_micro
+    else:
+        settled_micro = PLDAccountant(reservation.delta).spent_micro([event])
+    if settled_micro > reservation.epsilon_micro:
+        raise ValueError(f"the settled event costs {settled_micro} µε, more than the {reservation.epsilon_micro} "
+                         "reserved")
+    partitions = [Partition(scope, key) for scope, key in reservation.partitions]
+    _unspend(reservation.spender, reservation.budget_day, sorted(partitions),
+             reservation.epsilon_micro - settled_micro)
+    entry = None if event is None or settled_micro == 0 else LedgerEntry.objects.create(
+        spender=reservation.spender, budget_day=reservation.budget_day, event=event_to_json(event),
+        epsilon_micro=settled_micro, composition=reservation.composition, delta=reservation.delta,
+        partitions=reservation.partitions, subject_kind=reservation.subject_kind, subject_id=reservation.subject_id,
+    )
+    return Settlement.objects.create(reservation=reservation, entry=entry,
+                                     refunded_micro=reservation.epsilon_micro - settled_micro)

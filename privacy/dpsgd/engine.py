@@ -5,9 +5,13 @@ DP-SGD of Abadi et al. 2016 (Algorithm 1), in the form Opacus and JAX Privacy ru
 1. Poisson sampling: each of the N examples joins the step's batch independently with
    probability q, so the batch size varies and may be 0 (an empty batch is a valid step
    that adds noise only). This is the sampler the ``PoissonSampledGaussianEvent`` accounts.
-2. Per-example gradients with ``torch.func`` (``vmap`` over ``grad`` of a ``functional_call``),
-   computed over *physical* chunks of at most ``physical_batch_size`` examples, so memory
-   is bounded whatever the logical (sampled) batch size.
+2. Per-example gradient norms over *physical* chunks of at most ``physical_batch_size``
+   examples, so memory is bounded whatever the logical (sampled) batch size. Two methods, the
+   same result (docs/benchmarks.md has the measurements that chose the default):
+   ``layerwise`` (:mod:`privacy.dpsgd.layerwise`: one forward and one backward pass, then each
+   layer's per-example norms and weighted sum in closed form) for models made of Linear, Conv2d
+   and GroupNorm layers, the zoo's; ``vmap`` (``torch.func``: ``vmap`` over ``grad`` of a
+   ``functional_call``, every per-example gradient materialized) for any other model.
 3. Each example's gradient is clipped to L2 norm ≤ C, and the clipped gradients are summed.
 4. Gaussian noise N(0, σ²C²) is added to the sum, from a ``torch.Generator`` seeded by the
    OS CSPRNG (ARCHITECTURE.md, invariant 2) unless a test passes an explicit seed.
@@ -29,6 +33,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from privacy.dpsgd import layerwise
+
 __all__ = [
     "CLIP_MARGIN",
     "CLIP_STABILIZER",
@@ -38,15 +44,18 @@ __all__ = [
     "accuracy",
     "clip_factors",
     "default_device",
+    "evaluate",
+    "factors_from_norms",
     "make_generator",
     "make_optimizer",
     "per_example_gradients",
     "per_example_norms",
     "poisson_sample",
     "privatized_gradient",
+    "resolve_method",
 ]
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs, labels) -> mean loss of the batch
 Gradients = dict[str, torch.Tensor]
 
 # A clipped gradient is scaled to C / (‖g‖·(1 + 1e-5) + 1e-6), not exactly C / ‖g‖: the relative
@@ -118,15 +127,40 @@ def per_example_norms(per_example: Gradients) -> torch.Tensor:
     return torch.stack(per_parameter, dim=1).norm(dim=1)
 
 
-def clip_factors(per_example: Gradients, clip_norm: float) -> torch.Tensor:
+def factors_from_norms(norms: torch.Tensor, clip_norm: float) -> torch.Tensor:
     """min(1, C / ‖g_i‖) per example, with a safety margin: g_i times its factor has norm ≤ C (Abadi et al. 2016)."""
-    norms = per_example_norms(per_example)
     return (clip_norm / (norms * (1 + CLIP_MARGIN) + CLIP_STABILIZER)).clamp(max=1.0)
 
 
-def _clipped_sum(per_example: Gradients, clip_norm: float) -> Gradients:
+def clip_factors(per_example: Gradients, clip_norm: float) -> torch.Tensor:
+    """The clip factors of materialized per-example gradients."""
+    return factors_from_norms(per_example_norms(per_example), clip_norm)
+
+
+METHODS = ("auto", "layerwise", "vmap")
+
+
+def _clipped_sum(model: nn.Module, loss_fn: LossFn, features: torch.Tensor, labels: torch.Tensor, clip_norm: float,
+                 method: str) -> tuple[Gradients, float]:
+    """(Σ_i clip(∇_i) per trainable parameter, summed loss) of one physical chunk, by ``method``."""
+    if method == "layerwise":
+        sums, _, loss_sum = layerwise.norms_and_clipped_sum(
+            model, loss_fn, features, labels, lambda norms: factors_from_norms(norms, clip_norm))
+        return sums, loss_sum
+    per_example, losses = per_example_gradients(model, loss_fn, features, labels)
     factors = clip_factors(per_example, clip_norm)
-    return {name: torch.einsum("b,b...->...", factors, g) for name, g in per_example.items()}
+    return {name: torch.einsum("b,b...->...", factors, g) for name, g in per_example.items()}, float(losses.sum())
+
+
+def resolve_method(model: nn.Module, method: str = "auto") -> str:
+    """``auto``: layerwise when the model's layers allow it (faster, see docs/benchmarks.md), else vmap."""
+    if method not in METHODS:
+        raise ValueError(f"unknown per-example gradient method {method!r}: one of {METHODS}")
+    if method == "auto":
+        return "layerwise" if layerwise.supports(model) else "vmap"
+    if method == "layerwise" and not layerwise.supports(model):
+        raise ValueError("the layerwise method needs a model of Linear, Conv2d and GroupNorm layers only")
+    return method
 
 
 def privatized_gradient(
@@ -140,6 +174,7 @@ def privatized_gradient(
     expected_batch_size: float,
     physical_batch_size: int,
     noise_generator: torch.Generator,
+    method: str = "auto",
 ) -> tuple[Gradients, float]:
     """(Σ clip(g_i) + N(0, σ²C²)) / (q·N) for each trainable parameter, and the batch's summed loss.
 
@@ -148,14 +183,15 @@ def privatized_gradient(
     ``model.named_parameters()`` order, one standard normal per coordinate times σ·C.
     The summed loss is a diagnostic of the batch, not privatized.
     """
+    method = resolve_method(model, method)
     sums = {name: torch.zeros_like(p) for name, p in trainable_parameters(model).items()}
     loss_sum = 0.0
     for start in range(0, features.shape[0], physical_batch_size):
         chunk = slice(start, start + physical_batch_size)
-        per_example, losses = per_example_gradients(model, loss_fn, features[chunk], labels[chunk])
-        for name, clipped in _clipped_sum(per_example, clip_norm).items():
-            sums[name] += clipped
-        loss_sum += float(losses.sum())
+        clipped, chunk_loss = _clipped_sum(model, loss_fn, features[chunk], labels[chunk], clip_norm, method)
+        for name, value in clipped.items():
+            sums[name] += value
+        loss_sum += chunk_loss
     noise_std = noise_multiplier * clip_norm
     noisy = {}
     for name, total in sums.items():
@@ -169,12 +205,14 @@ def privatized_gradient(
 
 @dataclasses.dataclass(frozen=True)
 class DPSGDConfig:
-    """σ (noise multiplier), C (clip norm), q (Poisson rate) and the physical chunk size."""
+    """σ (noise multiplier), C (clip norm), q (Poisson rate), the physical chunk size and the
+    per-example gradient method (``auto``, ``layerwise`` or ``vmap``; the same result)."""
 
     clip_norm: float
     noise_multiplier: float
     sampling_probability: float
     physical_batch_size: int = 256
+    method: str = "auto"
 
     def __post_init__(self) -> None:
         if not self.clip_norm > 0:
@@ -225,6 +263,7 @@ class DPSGDTrainer:
         self.loss_fn = loss_fn
         self.sampler_generator = make_generator(self.device, _derived_seed(seed, "sampler"))
         self.noise_generator = make_generator(self.device, _derived_seed(seed, "noise"))
+        self.method = resolve_method(model, config.method)
         self.steps_taken = 0
 
     @property
@@ -252,6 +291,7 @@ class DPSGDTrainer:
             expected_batch_size=self.expected_batch_size,
             physical_batch_size=self.config.physical_batch_size,
             noise_generator=self.noise_generator,
+            method=self.method,
         )
         for name, parameter in trainable_parameters(self.model).items():
             parameter.grad = gradient[name]
@@ -276,15 +316,23 @@ def make_optimizer(
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 1024) -> float:
-    """Top-1 accuracy on held-out data, in eval mode, in chunks."""
+def evaluate(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 1024,
+             loss_fn: LossFn = nn.functional.cross_entropy) -> tuple[float, float]:
+    """(mean loss, top-1 accuracy) on held-out data, in eval mode, in chunks."""
     if features.shape[0] == 0:
         raise ValueError("no examples to evaluate")
     model.eval()
     device = next(model.parameters()).device
-    correct = 0
+    correct, loss_sum = 0, 0.0
     for start in range(0, features.shape[0], batch_size):
         x = features[start : start + batch_size].to(device)
         y = labels[start : start + batch_size].to(device)
-        correct += int((model(x).argmax(dim=1) == y).sum())
-    return correct / features.shape[0]
+        output = model(x)
+        correct += int((output.argmax(dim=1) == y).sum())
+        loss_sum += float(loss_fn(output, y)) * x.shape[0]
+    return loss_sum / features.shape[0], correct / features.shape[0]
+
+
+def accuracy(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 1024) -> float:
+    """Top-1 accuracy on held-out data, in eval mode, in chunks."""
+    return evaluate(model, features, labels, batch_size=batch_size)[1]

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from privacy.dpsgd.engine import DPSGDConfig, DPSGDTrainer, StepResult, accuracy, default_device, make_optimizer
+from privacy.dpsgd.engine import (DPSGDConfig, DPSGDTrainer, StepResult, accuracy, default_device, evaluate,
+                                  make_optimizer)
 from privacy.dpsgd.models import build_model
 
 __all__ = ["TrainingRun", "load_weights"]
@@ -87,3 +88,7 @@ class TrainingRun:
 
     def test_accuracy(self, features: np.ndarray, labels: np.ndarray) -> float:
         return accuracy(self.trainer.model, torch.from_numpy(features), torch.from_numpy(labels))
+
+    def evaluate(self, features: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+        """(mean loss, accuracy) on held-out data."""
+        return evaluate(self.trainer.model, torch.from_numpy(features), torch.from_numpy(labels))

@@ -330,7 +330,7 @@ def test_a_crashed_job_resumes_from_its_checkpoint_as_if_never_interrupted(admin
     assert LedgerEntry.objects.filter(subject_kind="training_job", subject_id=str(crashed.pk)).count() == 1
 
 
-def test_a_queued_job_cancelled_never_trains_and_keeps_its_charge(admin):
+def test_a_queued_job_cancelled_never_trains_and_returns_its_whole_reservation(admin):
     job = _job(admin)
     response = admin[1].post(f"/api/v1/training/jobs/{job.pk}/cancel")
     assert response.status_code == 202 and response.json()["cancel_requested"] is True
@@ -338,7 +338,9 @@ def test_a_queued_job_cancelled_never_trains_and_keeps_its_charge(admin):
     job.refresh_from_db()
     assert (job.status, job.steps_done) == ("cancelled", 0)
     assert not selectors.job_dir(job).exists()
-    assert LedgerEntry.objects.filter(subject_id=str(job.pk)).count() == 1  # the full ε stays charged
+    assert LedgerEntry.objects.filter(subject_id=str(job.pk)).count() == 1  # the reservation, settled at nothing
+    assert (job.steps_charged, job.epsilon_refunded_micro) == (0, job.epsilon_micro)
+    assert PartitionSpend.objects.get(scope=job.dataset.scope).spent_micro == 0
     again = admin[1].post(f"/api/v1/training/jobs/{job.pk}/cancel")
     assert (again.status_code, again.json()["code"]) == (409, "job_finished")
     missing = admin[1].post("/api/v1/training/jobs/999999/cancel")
@@ -349,8 +351,8 @@ def test_a_running_job_stops_between_steps_when_cancelled(admin, monkeypatch):
     job = _job(admin)
     record = services.record_progress
 
-    def record_then_cancel(*, job, steps_done, steps_per_epoch):
-        record(job=job, steps_done=steps_done, steps_per_epoch=steps_per_epoch)
+    def record_then_cancel(*, job, steps_done, steps_per_epoch, held_out=None):
+        record(job=job, steps_done=steps_done, steps_per_epoch=steps_per_epoch, held_out=held_out)
         if steps_done == 2:
             services.request_cancel(job=TrainingJob.objects.get(pk=job.pk))
 
@@ -359,6 +361,7 @@ def test_a_running_job_stops_between_steps_when_cancelled(admin, monkeypatch):
     job.refresh_from_db()
     assert (job.status, job.steps_done) == ("cancelled", 2)
     assert job.epsilon_spent == dpsgd_epsilon(1.0, 256 / 1438, 2, DELTA) < job.epsilon_micro / 1e6
+    assert job.steps_charged == 2 and [row[0] for row in job.history] == [2]
     assert job.model_card is None and not (selectors.job_dir(job) / "weights.pt").exists()
     listed = admin[1].get("/api/v1/training/jobs").json()["jobs"]
     assert [(row["id"], row["status"]) for row in listed] == [(job.pk, "cancelled")]

@@ -182,4 +182,7 @@ def test_a_running_job_is_cancelled_by_the_api_and_a_finished_one_is_not(api, st
     assert job.status == "cancelled" and 30 <= job.steps_done < job.total_steps
     assert job.model_card is None
     assert api.post(f"/api/v1/training/jobs/{job_id}/cancel").json()["code"] == "job_finished"
-    assert LedgerEntry.objects.filter(subject_kind="training_job", subject_id=str(job_id)).count() == 1
+    # the reservation and its settlement at the steps taken (at least the checkpointed ones, never all T)
+    reserved, settled = LedgerEntry.objects.filter(subject_kind="training_job", subject_id=str(job_id)).order_by("id")
+    assert settled.event["steps"] == job.steps_charged and job.steps_done <= job.steps_charged < job.total_steps
+    assert settled.epsilon_micro == reserved.epsilon_micro - job.epsilon_refunded_micro < reserved.epsilon_micro
