@@ -298,20 +298,30 @@ _VERSION_BEFORE = re.compile(
 )  # "version 1.2.3.4", "Chrome/120.0.0.0"
 
 
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_VALID_QUAD = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}")  # ipaddress's reading: <= 255, no leading 0
+
+
 def _accept_ipv4(match: re.Match, text: str) -> Span | None:
-    # Dotted quad as ipaddress.IPv4Address reads it (octets <= 255, no leading zeros), without its ~2 µs object.
-    parts = match.group().split(".")
-    if any(len(part) > 1 and part[0] == "0" for part in parts):
+    quad = match.group()
+    if not quad.isascii():  # digits of another script: int() reads them, as ipaddress would after conversion
+        parts = quad.split(".")
+        if any(len(part) > 1 and part[0] == "0" for part in parts) or max(map(int, parts)) > 255:
+            return None
+        quad = ".".join(str(int(part)) for part in parts)
+    elif _VALID_QUAD.fullmatch(quad) is None:
         return None
-    octets = [int(part) for part in parts]
-    if max(octets) > 255:
+    if len(quad) == 7 or quad.startswith("127."):  # 1.2.3.4, 8.8.8.8, 0.0.0.0: versions, nobody; loopback
         return None
-    if octets[0] == 127 or all(o < 10 for o in octets):  # loopback; 1.2.3.4, 8.8.8.8, 0.0.0.0: versions, nobody
-        return None
-    as_int = int.from_bytes(bytes(octets), "big")
-    if octets[0] == 255 and (as_int | (as_int - 1)) & 0xFFFFFFFF == 0xFFFFFFFF:  # a netmask
-        return None
-    if _VERSION_BEFORE.search(text, max(0, match.start() - 16), match.start()):
+    if quad.startswith("255."):
+        as_int = int.from_bytes(bytes(int(part) for part in quad.split(".")), "big")
+        if (as_int | (as_int - 1)) & 0xFFFFFFFF == 0xFFFFFFFF:  # a netmask
+            return None
+    start = match.start()
+    window = text[max(0, start - 16):start].lower()
+    # every match of _VERSION_BEFORE holds one of these: a cheap necessary test first
+    if ("v" in window or "release" in window or "build" in window or "/" in window) and _VERSION_BEFORE.search(
+            text, max(0, start - 16), start):
         return None
     return match.span()
 
@@ -754,7 +764,7 @@ class _Pseudonyms:
 
     def __init__(self):
         self._by_value: dict[tuple[str, str], str] = {}
-        self._next: Counter = Counter()
+        self._next: dict[str, int] = {}
 
     def get(self, category: str, value: str) -> str:
         if category == SECRET_CATEGORY:
@@ -763,13 +773,17 @@ class _Pseudonyms:
         key = (label, _normalize(category, value))
         pseudonym = self._by_value.get(key)
         if pseudonym is None:
-            self._next[label] += 1
-            pseudonym = self._by_value[key] = f"<{label}_{self._next[label]}>"
+            number = self._next[label] = self._next.get(label, 0) + 1
+            pseudonym = self._by_value[key] = f"<{label}_{number}>"
         return pseudonym
 
 
 def _first(pair: tuple) -> object:
     return pair[0]
+
+
+def _start(cand: "_Candidate") -> int:
+    return cand.start
 
 
 def _precedence(cand: "_Candidate") -> tuple:
@@ -1077,6 +1091,9 @@ class PiiStripper:
         """
         if len(candidates) < 2:
             return candidates
+        in_order = sorted(candidates, key=_start)
+        if all(left.end <= right.start for left, right in zip(in_order, in_order[1:])):
+            return in_order  # nothing overlaps (the usual case): every candidate wins
         chosen: list[_Candidate] = []
         starts: list[int] = []
         for cand in sorted(candidates, key=_precedence):

@@ -93,3 +93,13 @@ def test_threads_scanning_at_once_get_the_same_findings():
     with ThreadPoolExecutor(8) as pool:
         for _ in range(3):
             assert list(pool.map(stripper.scan, texts)) == expected
+
+
+@pytest.mark.parametrize("text, starts", [
+    ("host ١٩٢.١٦٨.١.٤٢ up", [5]),  # digits of another script are still read as an address
+    ("at 10.0.0.255 and 255.255.255.0 and 255.255.0.7, 01.2.3.4 300.1.1.1 9.9.9.10 v 10.2.3.4", [3, 36, 68]),
+    ("release 10.2.3.44", []), ("Chrome/120.0.0.1 x", []), ("build:10.1.1.1", []),
+])
+def test_ipv4_acceptance_reads_quads_as_ipaddress_does(text, starts):
+    """The regex check of octets (<= 255, no leading zero) that replaced ipaddress keeps its decisions."""
+    assert [f.start for f in PiiStripper().scan(text) if f.rule == "ipv4"] == starts
