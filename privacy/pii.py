@@ -49,11 +49,13 @@ Decisions, each visible in the rules below:
 
 Performance: every regex is compiled once, and patterns start with their rare
 anchor ("@", "/", "$", a provider prefix) so that the regex engine skips ahead in C.
-A pre-filter (:meth:`PiiStripper._present`) tells which rules can match a string at
-all: cheap substring tests for the characters and literals a rule needs, one gate (a
-run of 16 token characters) in front of the ~40 provider-key rules, and a small
-"quick" regex per number rule. ``PiiStripper(prefilter=False)`` runs everything, for
-the test that proves the pre-filter hides nothing.
+A pre-filter tells which rules can match a string at all, from each rule's necessary
+conditions: a character or literal it needs, one gate (a run of 16 token characters) in
+front of the ~40 provider-key rules, and a small "quick" regex per number rule. For an
+ASCII string all of them are checked in one Hyperscan scan (:class:`_HyperscanTriggers`);
+other strings take the pure-Python checks (:meth:`PiiStripper._present`).
+``PiiStripper(prefilter=False)`` runs everything, for the tests that prove the pre-filter
+hides nothing (``tests/privacy/test_pii.py``, ``tests/privacy/test_pii_prefilter.py``).
 """
 
 from __future__ import annotations
