@@ -1043,8 +1043,8 @@ class PiiStripper:
             redacted, findings = self._redact(value, pseudonyms)
             if findings:
                 self._rescan(redacted, name)
-            counts.update(f.category for f in findings)
-            fired.update(f.rule for f in findings)
+                counts.update(f.category for f in findings)
+                fired.update(f.rule for f in findings)
             redacted_pairs.append((name, redacted))
         log = RedactionLog(counts=dict(sorted(counts.items())), content_hash=content_hash(pairs),
                            rules_fired=sorted(fired), field_count=len(pairs))
