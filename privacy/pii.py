@@ -63,6 +63,7 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import functools
 import hashlib
 import ipaddress
 import json
@@ -862,7 +863,7 @@ class _RuleIndex:
                 self.hs_plans.clear()
             plan = self.hs_plans[matched] = [
                 (order, rule) for order, rule in self.all
-                if rule.triggers is None or _HS_TRIGGERS.may_match(rule, matched)]
+                if rule.triggers is None or _hs_triggers().may_match(rule, matched)]
         return plan
 
 
@@ -953,7 +954,14 @@ def _hs_literal(literal: str) -> bytes:
 
 
 _BUILTIN_RULES = tuple(_builtin_rules())
-_HS_TRIGGERS = _HyperscanTriggers(_BUILTIN_RULES)
+
+
+@functools.cache
+def _hs_triggers() -> _HyperscanTriggers:
+    """The built-in rules' Hyperscan database, compiled on first use (~60 ms), not at import."""
+    return _HyperscanTriggers(_BUILTIN_RULES)
+
+
 _BUILTIN_INDEX = _RuleIndex(_BUILTIN_RULES)
 
 
@@ -1074,7 +1082,7 @@ class PiiStripper:
                 found.extend(_Candidate(start, end, rule, order) for start, end in rule.spans(text))
             return found
         if text.isascii():  # one Hyperscan pass checks every key, quick pattern and gate
-            for order, rule in self._index.hs_plan(_HS_TRIGGERS.matched(text)):
+            for order, rule in self._index.hs_plan(_hs_triggers().matched(text)):
                 for start, end in rule.spans(text):
                     found.append(_Candidate(start, end, rule, order))
             return found

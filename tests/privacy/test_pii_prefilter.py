@@ -49,7 +49,7 @@ def _assert_conservative(text: str) -> None:
     exact = {c.rule.name for c in SLOW._candidates(text)}
     if not text.isascii():
         return
-    planned = {rule.name for _, rule in pii._BUILTIN_INDEX.hs_plan(pii._HS_TRIGGERS.matched(text))}
+    planned = {rule.name for _, rule in pii._BUILTIN_INDEX.hs_plan(pii._hs_triggers().matched(text))}
     assert exact <= planned, (text, exact - planned)
 
 
@@ -69,7 +69,7 @@ def test_the_hyperscan_plan_holds_every_rule_that_matches_generated_text():
 
 def test_most_clean_text_runs_no_rule_at_all():
     clean = "Loaded weights for the policy kernel after 1200 trajectories; mean reward 0.87, round 7"
-    assert pii._BUILTIN_INDEX.hs_plan(pii._HS_TRIGGERS.matched(clean)) == []
+    assert pii._BUILTIN_INDEX.hs_plan(pii._hs_triggers().matched(clean)) == []
 
 
 def test_non_ascii_text_takes_the_python_prefilter_and_is_still_caught():
