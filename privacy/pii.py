@@ -49,11 +49,13 @@ Decisions, each visible in the rules below:
 
 Performance: every regex is compiled once, and patterns start with their rare
 anchor ("@", "/", "$", a provider prefix) so that the regex engine skips ahead in C.
-A pre-filter (:meth:`PiiStripper._present`) tells which rules can match a string at
-all: cheap substring tests for the characters and literals a rule needs, one gate (a
-run of 16 token characters) in front of the ~40 provider-key rules, and a small
-"quick" regex per number rule. ``PiiStripper(prefilter=False)`` runs everything, for
-the test that proves the pre-filter hides nothing.
+A pre-filter tells which rules can match a string at all, from each rule's necessary
+conditions: a character or literal it needs, one gate (a run of 16 token characters) in
+front of the ~40 provider-key rules, and a small "quick" regex per number rule. For an
+ASCII string all of them are checked in one Hyperscan scan (:class:`_HyperscanTriggers`);
+other strings take the pure-Python checks (:meth:`PiiStripper._present`).
+``PiiStripper(prefilter=False)`` runs everything, for the tests that prove the pre-filter
+hides nothing (``tests/privacy/test_pii.py``, ``tests/privacy/test_pii_prefilter.py``).
 """
 
 from __future__ import annotations
@@ -61,14 +63,18 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import functools
 import hashlib
 import ipaddress
 import json
 import math
 import re
+import threading
 from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, NamedTuple, Sequence, Union
+
+import hyperscan
 
 __all__ = [
     "BUILTIN_RULE_NAMES",
@@ -295,20 +301,30 @@ _VERSION_BEFORE = re.compile(
 )  # "version 1.2.3.4", "Chrome/120.0.0.0"
 
 
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_VALID_QUAD = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}")  # ipaddress's reading: <= 255, no leading 0
+
+
 def _accept_ipv4(match: re.Match, text: str) -> Span | None:
-    # Dotted quad as ipaddress.IPv4Address reads it (octets <= 255, no leading zeros), without its ~2 µs object.
-    parts = match.group().split(".")
-    if any(len(part) > 1 and part[0] == "0" for part in parts):
+    quad = match.group()
+    if not quad.isascii():  # digits of another script: int() reads them, as ipaddress would after conversion
+        parts = quad.split(".")
+        if any(len(part) > 1 and part[0] == "0" for part in parts) or max(map(int, parts)) > 255:
+            return None
+        quad = ".".join(str(int(part)) for part in parts)
+    elif _VALID_QUAD.fullmatch(quad) is None:
         return None
-    octets = [int(part) for part in parts]
-    if max(octets) > 255:
+    if len(quad) == 7 or quad.startswith("127."):  # 1.2.3.4, 8.8.8.8, 0.0.0.0: versions, nobody; loopback
         return None
-    if octets[0] == 127 or all(o < 10 for o in octets):  # loopback; 1.2.3.4, 8.8.8.8, 0.0.0.0: versions, nobody
-        return None
-    as_int = int.from_bytes(bytes(octets), "big")
-    if octets[0] == 255 and (as_int | (as_int - 1)) & 0xFFFFFFFF == 0xFFFFFFFF:  # a netmask
-        return None
-    if _VERSION_BEFORE.search(text, max(0, match.start() - 16), match.start()):
+    if quad.startswith("255."):
+        as_int = int.from_bytes(bytes(int(part) for part in quad.split(".")), "big")
+        if (as_int | (as_int - 1)) & 0xFFFFFFFF == 0xFFFFFFFF:  # a netmask
+            return None
+    start = match.start()
+    window = text[max(0, start - 16):start].lower()
+    # every match of _VERSION_BEFORE holds one of these: a cheap necessary test first
+    if ("v" in window or "release" in window or "build" in window or "/" in window) and _VERSION_BEFORE.search(
+            text, max(0, start - 16), start):
         return None
     return match.span()
 
@@ -740,7 +756,7 @@ def _builtin_rules() -> list[PiiRule]:
     return rules
 
 
-BUILTIN_RULE_NAMES = tuple(rule.name for rule in _builtin_rules())
+BUILTIN_RULE_NAMES = tuple(rule.name for rule in _builtin_rules())  # also _BUILTIN_RULES, below
 
 
 # --- the stripper ---------------------------------------------------------------------------------
@@ -751,7 +767,7 @@ class _Pseudonyms:
 
     def __init__(self):
         self._by_value: dict[tuple[str, str], str] = {}
-        self._next: Counter = Counter()
+        self._next: dict[str, int] = {}
 
     def get(self, category: str, value: str) -> str:
         if category == SECRET_CATEGORY:
@@ -760,13 +776,17 @@ class _Pseudonyms:
         key = (label, _normalize(category, value))
         pseudonym = self._by_value.get(key)
         if pseudonym is None:
-            self._next[label] += 1
-            pseudonym = self._by_value[key] = f"<{label}_{self._next[label]}>"
+            number = self._next[label] = self._next.get(label, 0) + 1
+            pseudonym = self._by_value[key] = f"<{label}_{number}>"
         return pseudonym
 
 
 def _first(pair: tuple) -> object:
     return pair[0]
+
+
+def _start(cand: "_Candidate") -> int:
+    return cand.start
 
 
 def _precedence(cand: "_Candidate") -> tuple:
@@ -799,6 +819,152 @@ class _Candidate(NamedTuple):
 FieldsInput = Union[Mapping[str, str], Sequence[str], Sequence[tuple[str, str]]]
 
 
+class _RuleIndex:
+    """A rule list with what the pre-filters need: rules by trigger key, the literals to look for, memoized plans.
+
+    The built-in list's index is built once per process (:data:`_BUILTIN_INDEX`) and shared by every stripper
+    (building it costs ~150 µs, and a stripper is made per export); ``add_rule`` gives a stripper its own.
+    """
+
+    def __init__(self, rules: Sequence[PiiRule]):
+        self.rules = tuple(rules)
+        self.all = list(enumerate(self.rules))
+        self.always = [(order, rule) for order, rule in self.all if rule.triggers is None]
+        self.by_key: dict[str, list[tuple[int, PiiRule]]] = {}
+        for order, rule in self.all:
+            for key in rule.triggers or ():
+                self.by_key.setdefault(key, []).append((order, rule))
+        literals = {(rule.requires, key) for rule in self.rules for key in rule.triggers or ()
+                    if key not in _CLASS_KEYS}
+        self.lower_literals = sorted({key[2:].lower() for _, key in literals if key.startswith("i:")})
+        self.plain_literals = sorted({key for gate, key in literals if gate is None and not key.startswith("i:")})
+        self.gated_literals = sorted({key for gate, key in literals if gate and not key.startswith("i:")}
+                                     - set(self.plain_literals))
+        self.plans: dict[frozenset, list[tuple[int, PiiRule]]] = {}
+        self.hs_plans: dict[frozenset, list[tuple[int, PiiRule]]] = {}
+
+    def plan(self, present: frozenset) -> list[tuple[int, PiiRule]]:
+        """The rules a text with these trigger keys needs, in rule order (their ``quick`` still to be checked);
+        memoized per key set (keyed by the rules' int order, so no rule is hashed: a frozen dataclass hashes all
+        its fields on every call)."""
+        plan = self.plans.get(present)
+        if plan is None:
+            if len(self.plans) >= _MAX_PLANS:
+                self.plans.clear()
+            triggered = {order: rule for key in present for order, rule in self.by_key.get(key, ())}
+            plan = self.plans[present] = sorted(triggered.items(), key=_first) + self.always
+        return plan
+
+    def hs_plan(self, matched: frozenset) -> list[tuple[int, PiiRule]]:
+        """The rules whose every necessary condition is among the ``matched`` Hyperscan ids (quick included)."""
+        plan = self.hs_plans.get(matched)
+        if plan is None:
+            if len(self.hs_plans) >= _MAX_PLANS:
+                self.hs_plans.clear()
+            plan = self.hs_plans[matched] = [
+                (order, rule) for order, rule in self.all
+                if rule.triggers is None or _hs_triggers().may_match(rule, matched)]
+        return plan
+
+
+class _HyperscanTriggers:
+    """The pre-filter's keys, quick patterns and gate, as one Hyperscan database scanned once per ASCII text.
+
+    Each trigger key (a character, a digit, a literal; "i:" ones caseless), each rule's ``quick`` pattern and the
+    provider gate get an id; a scan reports the ids found anywhere in the text. A rule may match only if one of its
+    keys, its quick pattern and its gate were all found: each is a necessary condition of the rule's exact
+    pattern, already relied on by the pure-Python pre-filter. Only ASCII texts are scanned (``str.isascii``):
+    there, Python's ``\\d``, ``[A-Z]`` and case folding mean what Hyperscan's do; other texts take the
+    Python pre-filter. ``tests/privacy/test_pii_prefilter.py`` checks that nothing is hidden.
+    """
+
+    def __init__(self, rules: Sequence[PiiRule]):
+        expressions: list[bytes] = []
+        ids: list[int] = []
+        flags: list[int] = []
+        self.key_ids: dict[str, int] = {}
+        self.quick_ids: dict[str, int] = {}
+
+        def add(source: bytes, ident: int, caseless: bool = False) -> None:
+            expressions.append(source)
+            ids.append(ident)
+            flags.append(hyperscan.HS_FLAG_SINGLEMATCH | (hyperscan.HS_FLAG_CASELESS if caseless else 0))
+
+        for rule in rules:
+            for key in rule.triggers or ():
+                if key in self.key_ids:
+                    continue
+                ident = self.key_ids[key] = len(self.key_ids)
+                if key == "DIGIT":
+                    add(b"[0-9]", ident)
+                elif key in _CLASS_KEYS:
+                    for name, char in _CHAR_CLASSES:
+                        if name == key:
+                            add(_hs_literal(char), ident)
+                elif key.startswith("i:"):
+                    add(_hs_literal(key[2:]), ident, caseless=True)
+                else:
+                    add(_hs_literal(key), ident)
+        next_id = len(self.key_ids)
+        for rule in rules:
+            if rule.quick is not None and rule.quick.pattern not in self.quick_ids:
+                self.quick_ids[rule.quick.pattern] = next_id
+                add(rule.quick.pattern.encode("ascii"), next_id)
+                next_id += 1
+        self.gate_id = next_id
+        add(_LONG_TOKEN.pattern.encode("ascii"), self.gate_id)
+        self.database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+        self.database.compile(expressions=expressions, ids=ids, flags=flags)
+        self._local = threading.local()
+        self.conditions = {id(rule): (frozenset(self.key_ids[key] for key in rule.triggers),
+                                      self.quick_ids[rule.quick.pattern] if rule.quick is not None else None,
+                                      self.gate_id if rule.requires else None)
+                           for rule in rules if rule.triggers is not None}
+
+    def matched(self, text: str) -> frozenset:
+        """The ids found in an ASCII ``text``.
+
+        The database's own scratch space serves one scan at a time (the scan releases the GIL); a thread that finds
+        it busy scans with a scratch space of its own, made once per thread.
+        """
+        found: list[int] = []
+        data = text.encode("ascii")
+        try:
+            self.database.scan(data, match_event_handler=_collect, context=found)
+        except hyperscan.ScratchInUseError:
+            found.clear()
+            scratch = getattr(self._local, "scratch", None)
+            if scratch is None:
+                scratch = self._local.scratch = hyperscan.Scratch(self.database)
+            self.database.scan(data, match_event_handler=_collect, context=found, scratch=scratch)
+        return frozenset(found)
+
+    def may_match(self, rule: PiiRule, matched: frozenset) -> bool:
+        keys, quick, gate = self.conditions[id(rule)]
+        return (not keys.isdisjoint(matched) and (quick is None or quick in matched)
+                and (gate is None or gate in matched))
+
+
+def _collect(ident: int, start: int, end: int, flags: int, found: list) -> None:
+    found.append(ident)
+
+
+def _hs_literal(literal: str) -> bytes:
+    return "".join(f"\\x{byte:02x}" for byte in literal.encode("ascii")).encode("ascii")
+
+
+_BUILTIN_RULES = tuple(_builtin_rules())
+
+
+@functools.cache
+def _hs_triggers() -> _HyperscanTriggers:
+    """The built-in rules' Hyperscan database, compiled on first use (~60 ms), not at import."""
+    return _HyperscanTriggers(_BUILTIN_RULES)
+
+
+_BUILTIN_INDEX = _RuleIndex(_BUILTIN_RULES)
+
+
 class PiiStripper:
     """Detects, redacts and attests PII in the string fields of one export.
 
@@ -811,15 +977,14 @@ class PiiStripper:
     def __init__(self, *, prefilter: bool = True):
         """``prefilter=False`` runs every rule on every string: the same findings, slower (for tests)."""
         self._prefilter = prefilter
-        self._rules: list[PiiRule] = _builtin_rules()
+        self._index = _BUILTIN_INDEX
         self._pseudonyms = _Pseudonyms()
-        self._compile_triggers()
 
     # -- configuration --
 
     @property
     def rules(self) -> tuple[PiiRule, ...]:
-        return tuple(self._rules)
+        return self._index.rules
 
     def add_rule(self, name: str, category: str, pattern: str | re.Pattern, *,
                  accept: Accept | None = None) -> PiiRule:
@@ -828,7 +993,7 @@ class PiiStripper:
         ``category`` ``"secret"`` redacts to ``<REDACTED_KEY>`` and takes precedence like the
         built-in secrets; any other category gets pseudonyms ``<CATEGORY_n>``.
         """
-        if not name or any(rule.name == name for rule in self._rules):
+        if not name or any(rule.name == name for rule in self._index.rules):
             raise ValueError(f"rule name {name!r} is empty or already used")
         if not category:
             raise ValueError("a rule needs a category")
@@ -836,8 +1001,7 @@ class PiiStripper:
         if compiled.fullmatch(""):
             raise ValueError(f"rule {name!r} matches the empty string")
         rule = PiiRule(name, category, compiled, accept, None)
-        self._rules.append(rule)
-        self._compile_triggers()
+        self._index = _RuleIndex(self._index.rules + (rule,))
         return rule
 
     def reset(self) -> None:
@@ -887,8 +1051,8 @@ class PiiStripper:
             redacted, findings = self._redact(value, pseudonyms)
             if findings:
                 self._rescan(redacted, name)
-            counts.update(f.category for f in findings)
-            fired.update(f.rule for f in findings)
+                counts.update(f.category for f in findings)
+                fired.update(f.rule for f in findings)
             redacted_pairs.append((name, redacted))
         log = RedactionLog(counts=dict(sorted(counts.items())), content_hash=content_hash(pairs),
                            rules_fired=sorted(fired), field_count=len(pairs))
@@ -896,32 +1060,17 @@ class PiiStripper:
 
     # -- internals --
 
-    def _compile_triggers(self) -> None:
-        """Split the rules by gate and collect the literal keys the pre-filter looks for."""
-        self._plans: dict[frozenset, list[tuple[int, PiiRule]]] = {}
-        self._all = list(enumerate(self._rules))
-        self._always = [(order, rule) for order, rule in self._all if rule.triggers is None]
-        self._by_key: dict[str, list[tuple[int, PiiRule]]] = {}
-        for order, rule in self._all:
-            for key in rule.triggers or ():
-                self._by_key.setdefault(key, []).append((order, rule))
-        literals = {(rule.requires, key) for rule in self._rules for key in rule.triggers or ()
-                    if key not in _CLASS_KEYS}
-        self._lower_literals = sorted({key[2:].lower() for _, key in literals if key.startswith("i:")})
-        self._plain_literals = sorted({key for gate, key in literals if gate is None and not key.startswith("i:")})
-        self._gated_literals = sorted({key for gate, key in literals if gate and not key.startswith("i:")}
-                                      - set(self._plain_literals))
-
     def _present(self, text: str) -> set[str]:
-        """The trigger keys present in ``text``; provider literals only when the gate is open."""
+        """The trigger keys present in ``text``; provider literals only when the gate is open (pure Python)."""
+        index = self._index
         present = {key for key, char in _CHAR_CLASSES if char in text}
         if _ANY_DIGIT.search(text):
             present.add("DIGIT")
         lowered = text.lower()
-        present.update("i:" + key for key in self._lower_literals if key in lowered)
-        present.update(key for key in self._plain_literals if key in text)
+        present.update("i:" + key for key in index.lower_literals if key in lowered)
+        present.update(key for key in index.plain_literals if key in text)
         if _LONG_TOKEN.search(text) is not None:
-            present.update(key for key in self._gated_literals if key in text)
+            present.update(key for key in index.gated_literals if key in text)
         return present
 
     def _candidates(self, text: str) -> list[_Candidate]:
@@ -929,26 +1078,20 @@ class PiiStripper:
             return []
         found = []
         if not self._prefilter:
-            for order, rule in self._all:
+            for order, rule in self._index.all:
                 found.extend(_Candidate(start, end, rule, order) for start, end in rule.spans(text))
             return found
-        for order, rule in self._plan(frozenset(self._present(text))):
+        if text.isascii():  # one Hyperscan pass checks every key, quick pattern and gate
+            for order, rule in self._index.hs_plan(_hs_triggers().matched(text)):
+                for start, end in rule.spans(text):
+                    found.append(_Candidate(start, end, rule, order))
+            return found
+        for order, rule in self._index.plan(frozenset(self._present(text))):
             if rule.quick is not None and rule.quick.search(text) is None:
                 continue
             for start, end in rule.spans(text):
                 found.append(_Candidate(start, end, rule, order))
         return found
-
-    def _plan(self, present: frozenset) -> list[tuple[int, PiiRule]]:
-        """The rules a text with these trigger keys needs, in rule order; memoized per key set (keyed by the
-        rules' int order, so no rule is hashed: a frozen dataclass hashes all its fields on every call)."""
-        plan = self._plans.get(present)
-        if plan is None:
-            if len(self._plans) >= _MAX_PLANS:
-                self._plans.clear()
-            triggered = {order: rule for key in present for order, rule in self._by_key.get(key, ())}
-            plan = self._plans[present] = sorted(triggered.items(), key=_first) + self._always
-        return plan
 
     @staticmethod
     def _resolve(candidates: list[_Candidate]) -> list[_Candidate]:
@@ -958,6 +1101,9 @@ class PiiStripper:
         """
         if len(candidates) < 2:
             return candidates
+        in_order = sorted(candidates, key=_start)
+        if all(left.end <= right.start for left, right in zip(in_order, in_order[1:])):
+            return in_order  # nothing overlaps (the usual case): every candidate wins
         chosen: list[_Candidate] = []
         starts: list[int] = []
         for cand in sorted(candidates, key=_precedence):

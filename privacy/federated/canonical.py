@@ -79,7 +79,14 @@ def _refuse_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
 
 
 def _write(obj, parts: list[str]) -> None:
-    if obj is None:
+    kind = type(obj)  # the common exact types first; subclasses (bool, numpy scalars) take the chain below
+    if kind is float:
+        parts.append(es_number(obj))
+    elif kind is str:
+        parts.append(_string(obj))
+    elif kind is list and obj and all(type(item) is float for item in obj):  # a weight vector
+        parts.append(_float_array(obj))
+    elif obj is None:
         parts.append("null")
     elif obj is True:
         parts.append("true")
@@ -119,6 +126,21 @@ def _write_object(obj: dict, parts: list[str]) -> None:
     parts.append("}")
 
 
+_FLOAT_ARRAY = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
+def _float_array(values: list[float]) -> str:
+    """A list of floats: the C encoder writes each with ``float.__repr__``; when none needs an exponent, ECMA-262's
+    layout is that text less each whole number's ".0" (and -0 is 0). Otherwise ``es_number`` one by one."""
+    try:
+        text = _FLOAT_ARRAY.encode(values)
+    except ValueError:
+        raise CanonicalizationError("NaN and infinities have no JSON form") from None
+    if "e" in text:
+        return "[" + ",".join(map(es_number, values)) + "]"
+    return text.replace(".0,", ",").replace(".0]", "]").replace("-0,", "0,").replace("-0]", "0]")
+
+
 def _string(text: str) -> str:
     # RFC 8785 §3.2.2.2
     return '"' + _NEEDS_ESCAPE.sub(lambda match: _ESCAPES[match.group()], text) + '"'
@@ -141,6 +163,14 @@ def es_number(value: float) -> str:
         raise CanonicalizationError(f"{value} has no JSON form")
     if value == 0:
         return "0"  # -0 too
+    text = repr(value)
+    if "e" not in text:  # 1e-4 <= |value| < 1e16: repr's plain layout is ECMA-262's, less a trailing ".0"
+        return text[:-2] if text.endswith(".0") else text
+    return _es_layout(value)
+
+
+def _es_layout(value: float) -> str:
+    """ECMA-262's layout of a finite, non-zero double's shortest digits, for any exponent."""
     sign = "-" if value < 0 else ""
     mantissa, _, exponent = repr(abs(value)).partition("e")
     whole, _, fraction = mantissa.partition(".")

@@ -204,3 +204,28 @@ def test_loads_reads_numbers_as_jcs_does(text, expected):
         value = loads(text)
         assert value == expected and type(value) is type(expected)
         assert canonical_bytes(value) == canonical_bytes(expected)
+
+
+def test_the_fast_number_path_lays_out_digits_as_the_general_one():
+    """es_number's shortcut (repr's plain form) equals ECMA-262's general layout over the whole double range."""
+    from privacy.federated.canonical import _es_layout, es_number
+
+    rng = random.Random(1130)
+    values = [rng.uniform(-1, 1) * 10.0 ** rng.randint(-8, 22) for _ in range(20_000)]
+    values += [float(n) for n in range(-1000, 1000) if n] + [1e-4, 9.999999999999999e-5, 1e16, 9999999999999998.0,
+                                                           1e21, 123456789012345680000.0, 0.1, -2.5, 5e-324]
+    for value in values:
+        assert es_number(value) == _es_layout(value), value
+
+
+def test_float_arrays_take_the_same_layout_as_single_numbers():
+    from privacy.federated.canonical import canonical_bytes, es_number
+
+    rng = random.Random(30)
+    plain = [rng.uniform(-1, 1) * 10.0 ** rng.randint(-4, 15) for _ in range(2000)] + [0.0, -0.0, 1.0, -10.0, 100.0]
+    for values in (plain, plain + [1e-7], [-0.0], [-0.0, -10.0, 0.5], [3.0e21, 2.5]):
+        expected = "[" + ",".join(es_number(v) for v in values) + "]"
+        assert canonical_bytes(values) == expected.encode(), values[-3:]
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(CanonicalizationError):
+            canonical_bytes([1.0, bad])
