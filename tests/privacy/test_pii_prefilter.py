@@ -103,3 +103,13 @@ def test_threads_scanning_at_once_get_the_same_findings():
 def test_ipv4_acceptance_reads_quads_as_ipaddress_does(text, starts):
     """The regex check of octets (<= 255, no leading zero) that replaced ipaddress keeps its decisions."""
     assert [f.start for f in PiiStripper().scan(text) if f.rule == "ipv4"] == starts
+
+
+def test_without_hyperscan_every_text_takes_the_python_prefilter_with_the_same_findings(monkeypatch):
+    """Where Hyperscan has no wheel (not x86-64 Linux), the module loads without it and finds the same."""
+    texts = POSITIVES + NEGATIVES + _generated(500, seed=11)
+    with_hyperscan = [[(c.start, c.end, c.rule.name) for c in PiiStripper()._candidates(t)] for t in texts]
+    monkeypatch.setattr(pii, "hyperscan", None)
+    without = [[(c.start, c.end, c.rule.name) for c in PiiStripper()._candidates(t)] for t in texts]
+    assert [sorted(found) for found in without] == [sorted(found) for found in with_hyperscan]
+    assert sum(map(len, without)) > len(POSITIVES)  # the comparison has findings to compare
