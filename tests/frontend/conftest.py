@@ -82,7 +82,7 @@ def new_page(browser, live_site):
 
     def make(viewport: dict = DESKTOP):
         context = browser.new_context(base_url=live_site, viewport=viewport)
-        context.set_default_timeout(15_000)
+        context.set_default_timeout(45_000)  # generous: CI shares two cores; a pass never waits this long
         contexts.append(context)
         return context.new_page()
 
