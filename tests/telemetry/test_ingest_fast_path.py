@@ -142,3 +142,8 @@ def test_an_all_accepted_batch_of_several_days_and_metrics_keeps_its_groups_in_f
                for i in range(60)]
     outcome = _same_on_both_paths(_batch(reports), fast=True)
     assert len(outcome[4].groups) == 4 and outcome[4].rejections == []
+
+
+def test_the_fast_structs_fields_are_declared_in_sorted_order():
+    """The digest encodes them in declaration order, which must be the canonical form's sorted keys."""
+    assert list(_KrrItem.__struct_fields__) == sorted(_KrrItem.__struct_fields__)
