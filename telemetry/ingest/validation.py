@@ -10,7 +10,10 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
+from operator import itemgetter
+from typing import Annotated
 
+import msgspec
 import numpy as np
 import orjson
 from django.conf import settings
@@ -33,8 +36,39 @@ _NUL_ESCAPE = b"\\u0000"  # JSON can carry NUL only so: a raw control character 
 class Envelope:
     batch_id: uuid.UUID
     client_id: str
-    reports: list[dict]
+    reports: list  # of dicts, or of _KrrItem on the fast path
     digest: str  # of batch_id and reports, not client_id
+
+
+# The fast path: a body that msgspec decodes into these typed structs, in C, is handled without the general
+# path's per-value type checks. Whatever does not fit them (another type, an unknown field, a payload, a
+# backslash escape anywhere) takes the general path, whose answer is then exactly today's.
+_UNSET = msgspec.UNSET
+
+
+class _KrrItem(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True, gc=False,
+               cache_hash=True):
+    """A report without a payload, every field of the type the checks want (hashable: a per-batch memo key)."""
+
+    # in sorted order: encoded in this order, a report is in the digest's canonical form (sorted keys)
+    day: str | msgspec.UnsetType = _UNSET
+    metric: str | msgspec.UnsetType = _UNSET
+    region: str | None | msgspec.UnsetType = _UNSET
+    value: str | msgspec.UnsetType = _UNSET
+    version: Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)] | None | msgspec.UnsetType = _UNSET
+
+
+class _KrrBatch(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    batch_id: str
+    client_id: str
+    reports: list[_KrrItem]
+
+
+_decode_krr_batch = msgspec.json.Decoder(_KrrBatch).decode
+# Fields in sorted order, absent ones left out, explicit nulls kept: the bytes orjson.dumps(..., OPT_SORT_KEYS)
+# gives for the same reports as dicts, when no string needs an escape (tests/telemetry/test_ingest_fast_path.py).
+# The fields are declared sorted, which spares msgspec's per-struct sorting (order="sorted").
+_encode_sorted = msgspec.json.Encoder().encode
 
 
 def _holds_nul(data) -> bool:
@@ -54,6 +88,24 @@ def _holds_nul(data) -> bool:
 
 
 def parse_envelope(body: bytes) -> Envelope:
+    """The batch's envelope, checked; its reports as ``_KrrItem`` when the fast path takes the body, else dicts."""
+    return _parse_fast(body) or _parse_general(body)
+
+
+def _parse_fast(body: bytes) -> Envelope | None:
+    """The envelope when msgspec decodes the body into ``_KrrBatch``; None sends it to the general path."""
+    if b"\\" in body:  # an escape: it may be a NUL, and the digest's canonical form would need one too
+        return None
+    try:
+        batch = _decode_krr_batch(body)
+    except (msgspec.DecodeError, UnicodeDecodeError):  # ValidationError included: the general path says what
+        return None
+    batch_id = _checked_envelope(batch.batch_id, batch.client_id, batch.reports)
+    digest = _encode_sorted([str(batch_id), batch.reports])
+    return Envelope(batch_id, batch.client_id, batch.reports, hashlib.sha256(digest).hexdigest())
+
+
+def _parse_general(body: bytes) -> Envelope:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -67,24 +119,29 @@ def parse_envelope(body: bytes) -> Envelope:
         raise ApiError("missing_field", f"The body lacks {sorted(missing)}.")
     if unknown := data.keys() - _ENVELOPE_FIELDS:
         raise ApiError("unknown_field", f"The body has unknown fields {sorted(unknown)}.")
+    reports = data["reports"]
+    batch_id = _checked_envelope(data["batch_id"], data["client_id"], reports)
+    if set(map(type, reports)) != {dict}:  # every report a JSON object (map and set: no Python loop)
+        raise ApiError("invalid_reports", "Every report must be a JSON object.")
+    # The digest leaves client_id out, so the stored batch record says nothing about who sent it.
+    digest = orjson.dumps([str(batch_id), reports], option=orjson.OPT_SORT_KEYS)
+    return Envelope(batch_id, data["client_id"], reports, hashlib.sha256(digest).hexdigest())
+
+
+def _checked_envelope(raw_batch_id, client_id, reports) -> uuid.UUID:
+    """The envelope's checks after its shape: the batch_id as a UUID, or the ApiError."""
     try:
-        batch_id = uuid.UUID(data["batch_id"])
+        batch_id = uuid.UUID(raw_batch_id)
     except (TypeError, ValueError, AttributeError):
         raise ApiError("invalid_batch_id", "batch_id must be a UUID string.")
-    client_id = data["client_id"]
     if not isinstance(client_id, str) or not 0 < len(client_id) <= MAX_CLIENT_ID_LENGTH:
         raise ApiError("invalid_client_id", f"client_id must be a string of 1 to {MAX_CLIENT_ID_LENGTH} characters.")
-    reports = data["reports"]
     if not isinstance(reports, list) or not reports:
         raise ApiError("invalid_reports", "reports must be a non-empty list.")
     max_batch = settings.PRIVACY["MAX_BATCH_SIZE"]
     if len(reports) > max_batch:
         raise ApiError("batch_too_large", f"A batch holds at most {max_batch} reports.", http_status=413)
-    if set(map(type, reports)) != {dict}:  # every report a JSON object (map and set: no Python loop)
-        raise ApiError("invalid_reports", "Every report must be a JSON object.")
-    # The digest leaves client_id out, so the stored batch record says nothing about who sent it.
-    digest = hashlib.sha256(orjson.dumps([str(batch_id), reports], option=orjson.OPT_SORT_KEYS)).hexdigest()
-    return Envelope(batch_id, client_id, reports, digest)
+    return batch_id
 
 
 class _Rejected(Exception):
@@ -120,6 +177,10 @@ def _lookup_metric(item: dict) -> MetricSpec:
     return spec
 
 
+# an accepted item: (spec, day, region, value index or parsed payload, its k-RR record or None)
+Checked = tuple[MetricSpec, date, str, object, "bytes | None"]
+
+
 @dataclass
 class Validated:
     """The items that passed validation ("candidates"), ready for the limits and storage."""
@@ -132,17 +193,130 @@ class Validated:
     item_groups: list[int]  # each candidate's group
 
 
-def validate_items(reports: list[dict]) -> Validated:
+class _ItemCheck:
+    """The per-item checks of one batch, with its caches (metric by (name, version), day by its text)."""
+
+    def __init__(self) -> None:
+        self.today = datetime.now(timezone.utc).date()
+        self.oldest = self.today - timedelta(days=settings.PRIVACY["REPORT_MAX_AGE_DAYS"])
+        self.specs: dict[tuple, MetricSpec] = {}
+        self.days: dict[str, date | str] = {}
+        self.regions = accepted_regions()
+
+    def __call__(self, item: dict) -> Checked | str:
+        """The item's (spec, day, region, value index or parsed payload, k-RR record), or its rejection code."""
+        try:
+            return self._check(item)
+        except _Rejected as rejected:
+            return rejected.code
+
+    def _check(self, item: dict) -> Checked:
+        if not _ITEM_FIELDS.issuperset(item):
+            raise _Rejected("unknown_field")
+        if "day" not in item:
+            raise _Rejected("missing_field")
+        specs, name, version = self.specs, item.get("metric"), item.get("version")
+        if version is None:  # the common case: the current version, cached by name
+            spec = specs.get(name) if type(name) is str else None
+            if spec is None:
+                spec = specs[name] = _lookup_metric(item)
+        else:
+            spec = specs.get((name, version)) if type(name) is str and type(version) is int else None
+            if spec is None:
+                spec = specs[(name, version)] = _lookup_metric(item)
+        raw_day = item["day"]
+        day = self.days.get(raw_day) if type(raw_day) is str else None
+        if day is None:
+            day = _check_day(raw_day, self.today, self.oldest)
+            if type(raw_day) is str:
+                self.days[raw_day] = day
+        if type(day) is str:
+            raise _Rejected(day)
+        region = item.get("region") or ""
+        if region and (type(region) is not str or region not in self.regions):
+            raise _Rejected("invalid_region")
+        if spec.protocol == "krr":
+            if "payload" in item:
+                raise _Rejected("unexpected_field")
+            if "value" not in item:
+                raise _Rejected("missing_field")
+            value = item["value"]
+            value_index = spec.label_index.get(value) if type(value) is str else None
+            if value_index is None:
+                raise _Rejected("value_out_of_domain")
+            return spec, day, region, value_index, krr_record(day, region, value_index)
+        if "value" in item:
+            raise _Rejected("unexpected_field")
+        if "payload" not in item:
+            raise _Rejected("missing_field")
+        try:
+            return spec, day, region, spec.oracle.parse_wire(item["payload"]), None
+        except PayloadError as error:
+            raise _Rejected(error.code)
+
+
+def _as_dict(item: _KrrItem) -> dict:
+    """A fast-path report as the general path's dict: its fields, absent ones left out."""
+    return {field: value for field in item.__struct_fields__ if (value := getattr(item, field)) is not _UNSET}
+
+
+def validate_items(reports: list) -> Validated:
     """Per-item checks, in this order: fields, metric, day, region, value or payload.
 
     Days are UTC dates from ``REPORT_MAX_AGE_DAYS`` ago to today.
 
-    One pass with per-batch caches (metric by (name, version), day by its text); each candidate
-    comes out as its staged record. Payloads are parsed per item and packed per metric in one
-    vectorized call.
+    Each candidate comes out as its staged record; payloads are parsed per item and packed per metric in
+    one vectorized call. Fast-path reports (``_KrrItem``, hashable) are checked once per distinct report.
     """
-    today = datetime.now(timezone.utc).date()
-    oldest = today - timedelta(days=settings.PRIVACY["REPORT_MAX_AGE_DAYS"])
+    check = _ItemCheck()
+    if type(reports[0]) is _KrrItem:
+        return _validate_krr_items(reports, check)
+    return _collect(list(map(check, reports)))
+
+
+def _validate_krr_items(reports: list[_KrrItem], check: _ItemCheck) -> Validated:
+    """Each distinct fast-path report checked once: an accepted one here, anything else by ``check`` (so a
+    rejection's code is the general path's). A batch with no rejection is put together in C (``map``)."""
+    distinct = dict.fromkeys(reports)
+    specs: dict[tuple, MetricSpec | None] = {}
+    days, regions = check.days, check.regions
+    all_accepted = True
+    for item in distinct:
+        metric, version, raw_day, region = item.metric, item.version, item.day, item.region
+        spec = specs.get((metric, version), _UNSET)
+        if spec is _UNSET:
+            spec = specs[(metric, version)] = (catalog.lookup(metric, None if version is _UNSET else version)
+                                               if type(metric) is str else None)
+        day = days.get(raw_day)
+        if day is None and type(raw_day) is str:
+            day = days[raw_day] = _check_day(raw_day, check.today, check.oldest)
+        if (spec is None or type(day) is not date or (region and region not in regions)
+                or spec.protocol != "krr" or (value_index := spec.label_index.get(item.value)) is None):
+            distinct[item] = check(_as_dict(item))
+            all_accepted = all_accepted and type(distinct[item]) is not str
+            continue
+        region = region or ""
+        distinct[item] = (spec, day, region, value_index, krr_record(day, region, value_index))
+    if not all_accepted:
+        return _collect(list(map(distinct.__getitem__, reports)))
+    groups: list[Contribution] = []
+    group_of: dict[tuple[int, date], int] = {}
+    for item, (spec, day, _, _, record) in distinct.items():  # first-seen order, as _collect's
+        group = group_of.get((spec.id, day))
+        if group is None:
+            group = group_of[(spec.id, day)] = len(groups)
+            groups.append(Contribution(day, spec.id, spec.contribution_bound))
+        distinct[item] = (spec.id, group, record)
+    rows = list(map(distinct.__getitem__, reports))
+    return Validated([], list(range(len(reports))), list(map(_first, rows)), list(map(_third, rows)),
+                     groups, list(map(_second, rows)))
+
+
+_first, _second, _third = itemgetter(0), itemgetter(1), itemgetter(2)
+
+
+def _collect(checked: list[Checked | str]) -> Validated:
+    """The batch's candidates, their (day, metric) groups in first-seen order, and the rejections."""
     rejections: Rejections = []
     indexes: list[int] = []
     metric_ids: list[int] = []
@@ -150,71 +324,26 @@ def validate_items(reports: list[dict]) -> Validated:
     item_groups: list[int] = []
     groups: list[Contribution] = []
     group_of: dict[tuple[int, date], int] = {}
-    specs: dict[tuple, MetricSpec] = {}
-    days: dict[str, date | str] = {}
-    payloads: dict[int, tuple[MetricSpec, list[int], list[np.ndarray]]] = {}
-    known_fields = _ITEM_FIELDS.issuperset
-    regions = accepted_regions()
-    for index, item in enumerate(reports):
-        try:
-            if not known_fields(item):
-                raise _Rejected("unknown_field")
-            if "day" not in item:
-                raise _Rejected("missing_field")
-            name, version = item.get("metric"), item.get("version")
-            if version is None:  # the common case: the current version, cached by name
-                spec = specs.get(name) if type(name) is str else None
-                if spec is None:
-                    spec = specs[name] = _lookup_metric(item)
-            else:
-                spec = specs.get((name, version)) if type(name) is str and type(version) is int else None
-                if spec is None:
-                    spec = specs[(name, version)] = _lookup_metric(item)
-            raw_day = item["day"]
-            day = days.get(raw_day) if type(raw_day) is str else None
-            if day is None:
-                day = _check_day(raw_day, today, oldest)
-                if type(raw_day) is str:
-                    days[raw_day] = day
-            if type(day) is str:
-                raise _Rejected(day)
-            region = item.get("region") or ""
-            if region and (type(region) is not str or region not in regions):
-                raise _Rejected("invalid_region")
-            if spec.protocol == "krr":
-                if "payload" in item:
-                    raise _Rejected("unexpected_field")
-                if "value" not in item:
-                    raise _Rejected("missing_field")
-                value = item["value"]
-                value_index = spec.label_index.get(value) if type(value) is str else None
-                if value_index is None:
-                    raise _Rejected("value_out_of_domain")
-            else:
-                if "value" in item:
-                    raise _Rejected("unexpected_field")
-                if "payload" not in item:
-                    raise _Rejected("missing_field")
-                try:
-                    parsed = spec.oracle.parse_wire(item["payload"])
-                except PayloadError as error:
-                    raise _Rejected(error.code)
-                value_index = None
-                pending = payloads.get(spec.id)
-                if pending is None:
-                    pending = payloads[spec.id] = (spec, [], [])
-                pending[1].append((len(records), day, region))
-                pending[2].append(parsed)
-        except _Rejected as rejected:
-            rejections.append((index, rejected.code))
+    payloads: dict[int, tuple[MetricSpec, list, list[np.ndarray]]] = {}
+    for index, result in enumerate(checked):
+        if type(result) is str:
+            rejections.append((index, result))
             continue
+        spec, day, region, value, record = result
         group = group_of.get((spec.id, day))
         if group is None:
             group = group_of[(spec.id, day)] = len(groups)
             groups.append(Contribution(day, spec.id, spec.contribution_bound))
+        if record is None:
+            pending = payloads.get(spec.id)
+            if pending is None:
+                pending = payloads[spec.id] = (spec, [], [])
+            pending[1].append((len(records), day, region))
+            pending[2].append(value)
+            record = b""
         indexes.append(index)
         metric_ids.append(spec.id)
-        records.append(b"" if value_index is None else krr_record(day, region, value_index))
+        records.append(record)
         item_groups.append(group)
     for spec, positions, parsed in payloads.values():
         for (position, day, region), packed in zip(positions, spec.oracle.pack(np.stack(parsed))):
