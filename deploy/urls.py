@@ -5,6 +5,7 @@ from django.urls import include, path, re_path
 from django.views.decorators.csrf import csrf_exempt
 
 from deploy.api.errors import error_response, outage_error
+from telemetry import views as telemetry_views
 
 
 def health(request):
@@ -34,6 +35,8 @@ handler404 = not_found
 handler500 = server_error
 
 urlpatterns = [
+    # First: the ingest endpoint, the hot path, is resolved before any other pattern is tried.
+    path("api/v1/reports", telemetry_views.reports, name="reports"),
     path("health", health),
     path("api/v1/", include("deploy.api.users.urls")),
     path("api/v1/", include("telemetry.urls")),

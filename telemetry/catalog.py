@@ -66,6 +66,7 @@ class MetricCatalog:
         self._versions: dict[str, dict[int, MetricSpec]] = {}
         self._by_id: dict[int, MetricSpec] = {}
         self._loaded_at = 0.0
+        self._generation = 0
 
     def _reload(self) -> None:
         versions: dict[str, dict[int, MetricSpec]] = {}
@@ -73,6 +74,7 @@ class MetricCatalog:
             versions.setdefault(metric.name, {})[metric.version] = MetricSpec.from_model(metric)
         self._by_id = {spec.id: spec for by_version in versions.values() for spec in by_version.values()}
         self._versions, self._loaded_at = versions, time.monotonic()
+        self._generation += 1
 
     def _maybe_reload(self, force: bool) -> None:
         age = time.monotonic() - self._loaded_at
@@ -90,6 +92,12 @@ class MetricCatalog:
         if versions is None:
             return None
         return versions.get(version) if version is not None else versions[max(versions)]
+
+    def generation(self) -> int:
+        """Which load of the catalog is current (reloading first if it is stale): anything derived from
+        lookups, such as ingest's checked reports, holds while this is unchanged."""
+        self._maybe_reload(force=False)
+        return self._generation
 
     def by_id(self, metric_id: int) -> MetricSpec:
         self._maybe_reload(force=metric_id not in self._by_id)

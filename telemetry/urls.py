@@ -4,7 +4,6 @@ from telemetry import views
 from telemetry.release import views as release_views
 
 urlpatterns = [
-    path("reports", views.reports, name="reports"),
     path("metrics", views.MetricsView.as_view(), name="metrics"),
     path("metrics/<slug:name>", views.MetricDetailView.as_view(), name="metric-detail"),
     path("ingest-keys", views.IngestKeysView.as_view(), name="ingest-keys"),

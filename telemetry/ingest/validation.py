@@ -274,45 +274,77 @@ def validate_items(reports: list) -> Validated:
     return _collect(list(map(check, reports)))
 
 
+class _CheckedReports:
+    """Per worker, the accepted fast-path reports already checked: report -> its :data:`_Row`.
+
+    A report's verdict depends only on the catalog, the accepted day window and the accepted
+    regions, so an entry holds while those are what they were when it was checked; any change
+    (a catalog reload, midnight UTC, other regions) starts an empty table. Only accepted reports
+    are kept: a rejected one is checked again each time, by the general path.
+    """
+
+    MAX_ENTRIES = 100_000  # a bound on memory; k-RR reports of a day take few distinct values
+
+    def __init__(self) -> None:
+        self._state: tuple | None = None
+        self._rows: dict[_KrrItem, _Row] = {}
+
+    def table(self, check: _ItemCheck) -> dict[_KrrItem, _Row]:
+        state = (catalog.generation(), check.today, check.oldest, check.regions)
+        if state != self._state or len(self._rows) > self.MAX_ENTRIES:
+            self._state, self._rows = state, {}
+        return self._rows
+
+
+# an accepted fast-path report: (metric id, staged record, (metric id, day) group key, its Contribution, Checked)
+_Row = tuple[int, bytes, tuple[int, date], Contribution, Checked]
+_checked_reports = _CheckedReports()
+
+
+def _check_krr_item(item: _KrrItem, check: _ItemCheck) -> _Row | str:
+    """The report's row, or its rejection code (the general path's, through ``check``)."""
+    metric, version, raw_day, region = item.metric, item.version, item.day, item.region
+    spec = catalog.lookup(metric, None if version is _UNSET else version) if type(metric) is str else None
+    day = check.days.get(raw_day)
+    if day is None and type(raw_day) is str:
+        day = check.days[raw_day] = _check_day(raw_day, check.today, check.oldest, check.regions)
+    if (spec is None or type(day) is not date or (region and region not in check.regions)
+            or spec.protocol != "krr" or (value_index := spec.label_index.get(item.value)) is None):
+        return check(_as_dict(item))
+    region = region or ""
+    record = krr_record(day, region, value_index)
+    return (spec.id, record, (spec.id, day), Contribution(day, spec.id, spec.contribution_bound),
+            (spec, day, region, value_index, record))
+
+
 def _validate_krr_items(reports: list[_KrrItem], check: _ItemCheck) -> Validated:
-    """Each distinct fast-path report checked once: an accepted one here, anything else by ``check`` (so a
-    rejection's code is the general path's). A batch with no rejection is put together in C (``map``)."""
-    distinct = dict.fromkeys(reports)
-    specs: dict[tuple, MetricSpec | None] = {}
-    days, regions = check.days, check.regions
-    all_accepted = True
-    for item in distinct:
-        metric, version, raw_day, region = item.metric, item.version, item.day, item.region
-        spec = specs.get((metric, version), _UNSET)
-        if spec is _UNSET:
-            spec = specs[(metric, version)] = (catalog.lookup(metric, None if version is _UNSET else version)
-                                               if type(metric) is str else None)
-        day = days.get(raw_day)
-        if day is None and type(raw_day) is str:
-            day = days[raw_day] = _check_day(raw_day, check.today, check.oldest)
-        if (spec is None or type(day) is not date or (region and region not in regions)
-                or spec.protocol != "krr" or (value_index := spec.label_index.get(item.value)) is None):
-            distinct[item] = check(_as_dict(item))
-            all_accepted = all_accepted and type(distinct[item]) is not str
-            continue
-        region = region or ""
-        distinct[item] = (spec, day, region, value_index, krr_record(day, region, value_index))
-    if not all_accepted:
-        return _collect(list(map(distinct.__getitem__, reports)))
-    groups: list[Contribution] = []
-    group_of: dict[tuple[int, date], int] = {}
-    for item, (spec, day, _, _, record) in distinct.items():  # first-seen order, as _collect's
-        group = group_of.get((spec.id, day))
-        if group is None:
-            group = group_of[(spec.id, day)] = len(groups)
-            groups.append(Contribution(day, spec.id, spec.contribution_bound))
-        distinct[item] = (spec.id, group, record)
-    rows = list(map(distinct.__getitem__, reports))
-    return Validated([], list(range(len(reports))), list(map(_first, rows)), list(map(_third, rows)),
-                     groups, list(map(_second, rows)))
+    """Each fast-path report looked up in the worker's table of checked reports; only the new ones are
+    checked (once per distinct report). A rejection sends the batch to ``_collect``, with the general
+    path's codes; a batch with none is put together in C (``map``)."""
+    table = _checked_reports.table(check)
+    rows = list(map(table.get, reports))
+    if not all(rows):  # a report not checked yet (None)
+        verdicts = {item: _check_krr_item(item, check) for item in dict.fromkeys(reports) if item not in table}
+        accepted = {item: row for item, row in verdicts.items() if type(row) is not str}
+        table.update(accepted)
+        if len(accepted) < len(verdicts):
+            return _collect([_as_checked(verdicts.get(item) or table[item]) for item in reports])
+        rows = list(map(table.__getitem__, reports))
+    group_of_key = dict(zip(map(_third, rows), map(_fourth, rows)))  # first-seen order, as _collect's
+    if len(group_of_key) == 1:
+        item_groups = [0] * len(rows)
+    else:
+        position = {key: index for index, key in enumerate(group_of_key)}
+        item_groups = [position[key] for key in map(_third, rows)]
+    return Validated([], list(range(len(reports))), list(map(_first, rows)), list(map(_second, rows)),
+                     list(group_of_key.values()), item_groups)
 
 
-_first, _second, _third = itemgetter(0), itemgetter(1), itemgetter(2)
+def _as_checked(verdict: _Row | str) -> Checked | str:
+    return verdict if type(verdict) is str else verdict[4]
+
+
+_first, _second, _third, _fourth = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(3)
 
 
 def _collect(checked: list[Checked | str]) -> Validated:

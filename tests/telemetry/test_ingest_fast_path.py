@@ -147,3 +147,31 @@ def test_an_all_accepted_batch_of_several_days_and_metrics_keeps_its_groups_in_f
 def test_the_fast_structs_fields_are_declared_in_sorted_order():
     """The digest encodes them in declaration order, which must be the canonical form's sorted keys."""
     assert list(_KrrItem.__struct_fields__) == sorted(_KrrItem.__struct_fields__)
+
+
+# --- the worker's table of checked reports: a verdict holds only while what decided it is unchanged
+# (a new UTC day and a change of regions: test_ingest.py's tests of those, which post through this table)
+
+
+def _fast_rejections(reports) -> list:
+    """The rejections of the fast path for ``reports`` (each call a new batch, the table kept)."""
+    parsed = _parse_fast(_batch(reports))
+    assert parsed is not None and type(parsed.reports[0]) is _KrrItem
+    return validate_items(parsed.reports).rejections
+
+
+def test_a_checked_report_is_checked_again_after_a_new_metric_version():
+    from telemetry.services import change_metric
+
+    assert _fast_rejections([krr_item(value="red")]) == []
+    change_metric(name="color", domain=["green", "blue"])  # a new current version without "red"
+    assert _fast_rejections([krr_item(value="red")]) == [(0, "value_out_of_domain")]
+    assert _fast_rejections([krr_item(value="red", version=1)]) == []
+
+
+def test_the_table_of_checked_reports_is_bounded(monkeypatch):
+    monkeypatch.setattr(validation._CheckedReports, "MAX_ENTRIES", 5)
+    for value in ("red", "green", "blue"):
+        for region in ("US", "DE", "FR"):
+            assert _fast_rejections([krr_item(value=value, region=region)]) == []
+    assert len(validation._checked_reports._rows) <= 6
