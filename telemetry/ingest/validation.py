@@ -307,7 +307,7 @@ def _check_krr_item(item: _KrrItem, check: _ItemCheck) -> _Row | str:
     spec = catalog.lookup(metric, None if version is _UNSET else version) if type(metric) is str else None
     day = check.days.get(raw_day)
     if day is None and type(raw_day) is str:
-        day = check.days[raw_day] = _check_day(raw_day, check.today, check.oldest, check.regions)
+        day = check.days[raw_day] = _check_day(raw_day, check.today, check.oldest)
     if (spec is None or type(day) is not date or (region and region not in check.regions)
             or spec.protocol != "krr" or (value_index := spec.label_index.get(item.value)) is None):
         return check(_as_dict(item))
