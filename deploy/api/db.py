@@ -5,8 +5,8 @@ default. SQLite serializes writers with ``transaction_mode=IMMEDIATE``, so the
 advisory locks that PostgreSQL needs are no-ops there.
 
 :class:`LibpqSession` drives Django's PostgreSQL connection straight on libpq,
-for a hot path that sends a whole transaction in one round trip: as one simple query, or as a prepared
-statement between BEGIN and COMMIT in libpq's pipeline mode.
+for a hot path that sends a whole transaction in one round trip: as one simple query, or as one prepared
+statement that is its own transaction.
 """
 
 from __future__ import annotations
@@ -123,44 +123,32 @@ class LibpqSession:
                 results += self._results()
             return self._check(results, expected)
 
-    def transaction(self, name: bytes, sql: str, params: list[bytes], formats: list[int]) -> list:
-        """``BEGIN``; the prepared statement ``name`` with ``params`` (``formats``: 0 text, 1 binary);
-        ``COMMIT``: one round trip, in libpq's pipeline mode, with no SQL text to parse or plan on the
-        server. ``sql`` is prepared on this connection the first time the server does not know ``name``.
-        The results of BEGIN, the statement and COMMIT: they must be OK, TUPLES and OK (as send's)."""
+    def commit_prepared(self, name: bytes, sql: str, params: list[bytes], formats: list[int]) -> pq.PGresult:
+        """Run the prepared statement ``name`` with ``params`` (``formats``: 0 text, 1 binary) as a transaction
+        of its own, in one round trip with no SQL text to parse or plan on the server; ``sql`` is prepared on
+        this connection the first time the server does not know ``name``. Its result (TUPLES) is returned
+        only once committed.
+
+        Outside a transaction block, PostgreSQL runs an extended-protocol Execute in an implicit transaction
+        that it commits on reaching the Sync, before it answers ReadyForQuery; libpq's last result (None)
+        comes after that answer. So a result returned here, on an idle connection, is a committed one, as a
+        COMMIT's result would say; a failed statement rolls the whole transaction back.
+        """
         with self._db.wrap_database_errors:
-            results = self._pipeline(name, params, formats)
+            results = self._execute_prepared(name, params, formats)
             failed = next((r for r in results if r.status in _ERRORS), None)
             if failed is not None and failed.error_field(pq.DiagnosticField.SQLSTATE) == _UNDEFINED_STATEMENT.encode():
-                self.abort()
                 self._check([self._pgconn.prepare(name, sql.encode())], (OK,))
-                results = self._pipeline(name, params, formats)
-            return self._check(results, (OK, TUPLES, OK))
+                results = self._execute_prepared(name, params, formats)
+            self._check(results, (TUPLES,))
+            if self._pgconn.transaction_status != _IDLE:
+                raise psycopg.OperationalError("the statement's transaction did not end")
+            return results[0]
 
-    def _pipeline(self, name: bytes, params: list[bytes], formats: list[int]) -> list:
-        pgconn = self._pgconn
-        pgconn.enter_pipeline_mode()
-        try:
-            pgconn.send_query_params(b"BEGIN", None)
-            pgconn.send_query_prepared(name, params, formats)
-            pgconn.send_query_params(b"COMMIT", None)
-            pgconn.pipeline_sync()
-            self._flush()
-            results = []
-            for _ in range(3):  # each statement's results, then a None
-                results += self._results()
-            while pgconn.is_busy():  # the sync point: the server has answered everything
-                self._wait(select.POLLIN)
-                pgconn.consume_input()
-            sync = pgconn.get_result()
-            if sync is None or sync.status != pq.ExecStatus.PIPELINE_SYNC:
-                raise psycopg.OperationalError("the pipeline did not end at its sync point")
-            return results
-        finally:
-            try:
-                pgconn.exit_pipeline_mode()
-            except psycopg.Error:  # results left unread (an error on the way): the connection is given up
-                self._db.close()
+    def _execute_prepared(self, name: bytes, params: list[bytes], formats: list[int]) -> list:
+        self._pgconn.send_query_prepared(name, params, formats)  # Bind, Describe, Execute, Sync
+        self._flush()
+        return self._results()
 
     def copy(self, data: bytes, *expected: int, reads: int = 2) -> list:
         """Send the rows of the COPY the server waits in, end it, and read ``reads`` result runs (COPY's own

@@ -1,12 +1,13 @@
 """The serving store: a batch's transaction straight on libpq, under Django's connection.
 
 The usual batch fits its client's bounds, so it is tried first in ONE round trip
-(:meth:`LibpqStore.store_if_within_bounds`): ``BEGIN; <claim, add every item to the
-counters, stage every report, all conditional on the claim>; COMMIT``, where the
-statement fails (division by zero, on purpose) if a counter would pass its bound,
-which aborts the transaction and skips its COMMIT. That statement is prepared once per
-connection and sent with its parameters (the payloads as binary bytea) in libpq's
-pipeline mode, so the server neither parses nor plans SQL text for a batch. Only then are the items decided
+(:meth:`LibpqStore.store_if_within_bounds`): one statement that claims the batch, adds
+every item to the counters and stages every report, all conditional on the claim, and
+fails (division by zero, on purpose) if a counter would pass its bound, which rolls it
+all back. The statement is its own transaction (PostgreSQL's implicit transaction,
+committed before the server answers: :meth:`LibpqSession.commit_prepared`), prepared
+once per connection and sent with its parameters (the payloads as binary bytea), so
+the server neither parses nor plans SQL text for a batch. Only then are the items decided
 one by one (``claim`` and ``commit``, two round trips): round trip 1 claims, makes
 and locks the counters and reads them; round trip 2 adds the admitted increments,
 stages the admitted reports and commits. The 200 leaves after the commit is flushed.
@@ -87,7 +88,7 @@ _WITHIN_BOUNDS_SQL = (
     " staged AS (INSERT INTO telemetry_stagedreports (metric_id, payload)"
     " SELECT metric_id, payload FROM unnest($11::bigint[], $12::bytea[]) AS s(metric_id, payload), claim)"
     " SELECT (SELECT count(*) FROM claim),"
-    # over a bound: divide by zero, which aborts the transaction (its COMMIT is then not carried out)
+    # over a bound: divide by zero, which fails the statement and so rolls its whole transaction back
     " 1 / (SELECT CASE WHEN count(*) = 0 THEN 1 ELSE 0 END"
     "      FROM counted JOIN wanted USING (key) WHERE counted.count > wanted.bound)"
 )
@@ -145,15 +146,14 @@ class LibpqStore:
         params = _within_bounds_params(self._header, rejections, counters, staged, increments, bounds,
                                        datetime.now(timezone.utc))
         try:
-            results = self._reconnecting(
-                lambda: self._session.transaction(_WITHIN_BOUNDS, _WITHIN_BOUNDS_SQL, params, _WITHIN_BOUNDS_FORMATS))
+            result = self._reconnecting(
+                lambda: self._session.commit_prepared(_WITHIN_BOUNDS, _WITHIN_BOUNDS_SQL, params, _WITHIN_BOUNDS_FORMATS))
         except DataError as error:
             if not isinstance(error.__cause__, psycopg.errors.DivisionByZero):
                 raise
             self._session.abort()
             return None
-        self._session.require_commit(results)
-        if results[1].get_value(0, 0) != b"1":
+        if result.get_value(0, 0) != b"1":
             return Claim(self._stored())
         return Claim()
 

@@ -190,6 +190,32 @@ def test_a_batch_committed_just_before_a_failure_is_replayed_not_counted_again(m
 
     make_metric(bound=2)
     body = envelope([krr_item(), krr_item(day=day_str(-1))], client_id="crash-after")
+    commit_prepared = LibpqSession.commit_prepared
+
+    def commit_then_fail(self, *args):  # the one-round-trip path, which this batch takes (it fits m)
+        commit_prepared(self, *args)
+        raise ConnectionError("the worker died after COMMIT")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(LibpqSession, "commit_prepared", commit_then_fail)
+        with pytest.raises(ConnectionError):
+            post_batch(body, key)
+    retry = post_batch(body, key)
+    assert retry.status_code == 200 and retry["Idempotent-Replayed"] == "true"
+    assert len(staged_reports()) == 2
+    _send([krr_item(), krr_item(), krr_item()], "crash-after", key)  # one more today fits (m = 2)
+    assert len(staged_reports()) == 3
+    assert sorted(ClientCounter.objects.values_list("count", flat=True)) == [1, 1, 2, 2]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_over_its_bound_committed_just_before_a_failure_is_replayed_not_counted_again(make_metric, key,
+                                                                                             monkeypatch):
+    """The same on the item-by-item path (the batch passes its bound): COMMIT, then the failure."""
+    from deploy.api.db import LibpqSession
+
+    make_metric(bound=1)
+    body = envelope([krr_item(), krr_item()], client_id="crash-after-items")
     require_commit = LibpqSession.require_commit
 
     def commit_then_fail(self, results):
@@ -203,10 +229,8 @@ def test_a_batch_committed_just_before_a_failure_is_replayed_not_counted_again(m
             post_batch(body, key)
     retry = post_batch(body, key)
     assert retry.status_code == 200 and retry["Idempotent-Replayed"] == "true"
-    assert len(staged_reports()) == 2
-    _send([krr_item(), krr_item(), krr_item()], "crash-after", key)  # one more today fits (m = 2)
-    assert len(staged_reports()) == 3
-    assert sorted(ClientCounter.objects.values_list("count", flat=True)) == [1, 1, 2, 2]
+    assert len(staged_reports()) == 1
+    assert sorted(ClientCounter.objects.values_list("count", flat=True)) == [1, 1]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -222,12 +246,12 @@ def test_a_batch_that_failed_before_commit_counts_nothing(make_metric, key, monk
             raise ConnectionError("the worker died before COMMIT")
         return send(self, sql, *expected, **kwargs)
 
-    def fail_in_one_step(self, name, sql, params, formats):  # the one-round-trip path: BEGIN ... COMMIT
+    def fail_in_one_step(self, name, sql, params, formats):  # the one-round-trip path, before its commit
         raise ConnectionError("the worker died before COMMIT")
 
     with monkeypatch.context() as patch:
         patch.setattr(LibpqSession, "send", fail_at_commit)
-        patch.setattr(LibpqSession, "transaction", fail_in_one_step)
+        patch.setattr(LibpqSession, "commit_prepared", fail_in_one_step)
         with pytest.raises(ConnectionError):
             post_batch(body, key)
     assert len(staged_reports()) == 0 and not ClientCounter.objects.filter(count__gt=0).exists()
