@@ -7,6 +7,7 @@ contribution groups for the limits, and the rejections so far.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -59,16 +60,55 @@ class _KrrItem(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_def
 
 
 class _KrrBatch(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """The envelope, each report left as its bytes (``_ReadReports`` reads them)."""
+
     batch_id: str
     client_id: str
-    reports: list[_KrrItem]
+    reports: list[msgspec.Raw]
 
 
 _decode_krr_batch = msgspec.json.Decoder(_KrrBatch).decode
+_decode_krr_item = msgspec.json.Decoder(_KrrItem).decode
 # Fields in sorted order, absent ones left out, explicit nulls kept: the bytes orjson.dumps(..., OPT_SORT_KEYS)
 # gives for the same reports as dicts, when no string needs an escape (tests/telemetry/test_ingest_fast_path.py).
 # The fields are declared sorted, which spares msgspec's per-struct sorting (order="sorted").
 _encode_sorted = msgspec.json.Encoder().encode
+
+
+class _ReadReports:
+    """Per worker: a fast-path report's bytes as sent -> (the report as ``_KrrItem``, its canonical JSON).
+
+    The entry is a pure function of the bytes, so it never goes stale. Clients send few distinct
+    reports (k-RR values, regions, days), so most reports of a batch are found here; and the
+    ``_KrrItem`` found is the same object each time, so the table of checked reports, keyed by it,
+    finds it by identity with its hash cached.
+    """
+
+    MAX_ENTRIES = 50_000  # a bound on memory: full, the table starts again empty
+
+    def __init__(self) -> None:
+        self._entries: dict[bytes, tuple[_KrrItem, bytes]] = {}
+
+    def read(self, raw_reports: list[msgspec.Raw]) -> tuple[list[_KrrItem], list[bytes]] | None:
+        """The reports and their canonical JSON; None if one is not a ``_KrrItem`` (the general path's)."""
+        keys = list(map(bytes, raw_reports))
+        entries = self._entries
+        found = list(map(entries.get, keys))
+        if not all(found):  # a report not read yet (None)
+            if len(entries) > self.MAX_ENTRIES:
+                entries = self._entries = {}
+            for key in dict.fromkeys(keys):
+                if key not in entries:
+                    try:
+                        item = _decode_krr_item(key)
+                    except (msgspec.DecodeError, UnicodeDecodeError):  # ValidationError included
+                        return None
+                    entries[key] = (item, _encode_sorted(item))
+            found = list(map(entries.__getitem__, keys))
+        return list(map(_first, found)), list(map(_second, found))
+
+
+_read_reports = _ReadReports()
 
 
 def _holds_nul(data) -> bool:
@@ -93,7 +133,8 @@ def parse_envelope(body: bytes) -> Envelope:
 
 
 def _parse_fast(body: bytes) -> Envelope | None:
-    """The envelope when msgspec decodes the body into ``_KrrBatch``; None sends it to the general path."""
+    """The envelope when msgspec decodes the body into ``_KrrBatch`` and every report into ``_KrrItem``;
+    None sends it to the general path. The envelope's own checks come first, as on the general path."""
     if b"\\" in body:  # an escape: it may be a NUL, and the digest's canonical form would need one too
         return None
     try:
@@ -101,8 +142,13 @@ def _parse_fast(body: bytes) -> Envelope | None:
     except (msgspec.DecodeError, UnicodeDecodeError):  # ValidationError included: the general path says what
         return None
     batch_id = _checked_envelope(batch.batch_id, batch.client_id, batch.reports)
-    digest = _encode_sorted([str(batch_id), batch.reports])
-    return Envelope(batch_id, batch.client_id, batch.reports, hashlib.sha256(digest).hexdigest())
+    read = _read_reports.read(batch.reports)
+    if read is None:
+        return None
+    reports, canonical = read
+    # the bytes _encode_sorted([str(batch_id), reports]) gives, put together from each report's own
+    digest = b'["%s",[%s]]' % (str(batch_id).encode(), b",".join(canonical))
+    return Envelope(batch_id, batch.client_id, reports, hashlib.sha256(digest).hexdigest())
 
 
 def _parse_general(body: bytes) -> Envelope:
@@ -287,34 +333,48 @@ class _CheckedReports:
 
     def __init__(self) -> None:
         self._state: tuple | None = None
-        self._rows: dict[_KrrItem, _Row] = {}
+        self._rows = _Table()
 
-    def table(self, check: _ItemCheck) -> dict[_KrrItem, _Row]:
+    def table(self, check: _ItemCheck) -> _Table:
         state = (catalog.generation(), check.today, check.oldest, check.regions)
         if state != self._state or len(self._rows) > self.MAX_ENTRIES:
-            self._state, self._rows = state, {}
+            self._state, self._rows = state, _Table()
         return self._rows
 
 
-# an accepted fast-path report: (metric id, staged record, (metric id, day) group key, its Contribution, Checked)
-_Row = tuple[int, bytes, tuple[int, date], Contribution, Checked]
+class _Table(dict):
+    """Report -> :data:`_Row`, and the numbers its rows give their (metric id, day) groups."""
+
+    __slots__ = ("groups", "_numbers")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.groups: dict[tuple[int, date], int] = {}
+        self._numbers = itertools.count()  # next() is atomic: threads never share a number
+
+    def verdict(self, item: _KrrItem, check: _ItemCheck) -> _Row | str:
+        """The report's row, or its rejection code (the general path's, through ``check``)."""
+        metric, version, raw_day, region = item.metric, item.version, item.day, item.region
+        spec = catalog.lookup(metric, None if version is _UNSET else version) if type(metric) is str else None
+        day = check.days.get(raw_day)
+        if day is None and type(raw_day) is str:
+            day = check.days[raw_day] = _check_day(raw_day, check.today, check.oldest)
+        if (spec is None or type(day) is not date or (region and region not in check.regions)
+                or spec.protocol != "krr" or (value_index := spec.label_index.get(item.value)) is None):
+            return check(_as_dict(item))
+        region = region or ""
+        record = krr_record(day, region, value_index)
+        group = self.groups.get((spec.id, day))
+        if group is None:
+            group = self.groups.setdefault((spec.id, day), next(self._numbers))
+        return (spec.id, record, group, Contribution(day, spec.id, spec.contribution_bound),
+                (spec, day, region, value_index, record))
+
+
+# an accepted fast-path report: (metric id, staged record, its (metric id, day) group's number in the table,
+# that group's Contribution, the report as Checked)
+_Row = tuple[int, bytes, int, Contribution, Checked]
 _checked_reports = _CheckedReports()
-
-
-def _check_krr_item(item: _KrrItem, check: _ItemCheck) -> _Row | str:
-    """The report's row, or its rejection code (the general path's, through ``check``)."""
-    metric, version, raw_day, region = item.metric, item.version, item.day, item.region
-    spec = catalog.lookup(metric, None if version is _UNSET else version) if type(metric) is str else None
-    day = check.days.get(raw_day)
-    if day is None and type(raw_day) is str:
-        day = check.days[raw_day] = _check_day(raw_day, check.today, check.oldest)
-    if (spec is None or type(day) is not date or (region and region not in check.regions)
-            or spec.protocol != "krr" or (value_index := spec.label_index.get(item.value)) is None):
-        return check(_as_dict(item))
-    region = region or ""
-    record = krr_record(day, region, value_index)
-    return (spec.id, record, (spec.id, day), Contribution(day, spec.id, spec.contribution_bound),
-            (spec, day, region, value_index, record))
 
 
 def _validate_krr_items(reports: list[_KrrItem], check: _ItemCheck) -> Validated:
@@ -324,7 +384,7 @@ def _validate_krr_items(reports: list[_KrrItem], check: _ItemCheck) -> Validated
     table = _checked_reports.table(check)
     rows = list(map(table.get, reports))
     if not all(rows):  # a report not checked yet (None)
-        verdicts = {item: _check_krr_item(item, check) for item in dict.fromkeys(reports) if item not in table}
+        verdicts = {item: table.verdict(item, check) for item in dict.fromkeys(reports) if item not in table}
         accepted = {item: row for item, row in verdicts.items() if type(row) is not str}
         table.update(accepted)
         if len(accepted) < len(verdicts):

@@ -175,3 +175,23 @@ def test_the_table_of_checked_reports_is_bounded(monkeypatch):
         for region in ("US", "DE", "FR"):
             assert _fast_rejections([krr_item(value=value, region=region)]) == []
     assert len(validation._checked_reports._rows) <= 6
+
+
+def test_reports_read_before_in_other_spellings_get_the_general_paths_digest_and_records():
+    """The worker keeps each report's bytes as sent -> (report, canonical JSON); a report met again, in any
+    spelling (key order, spaces), still gives the general path's digest and outcome."""
+    spellings = [b'{"metric":"color","value":"red","day":"D"}', b'{"day":"D","value":"red","metric":"color"}',
+                 b'{ "metric" : "color", "value": "red", "day": "D" }', b'{"metric":"color","value":"red","day":"D",'
+                 b'"region":"US"}', b'{"region":null,"metric":"color","value":"blue","day":"D","version":1}']
+    for _ in range(2):  # the second time, every report comes from the table
+        for order in (spellings, spellings[::-1]):
+            body = (b'{"batch_id":"%s","client_id":"c","reports":[%s]}' % (new_batch_id().encode(), b",".join(order))
+                    ).replace(b'"D"', b'"%s"' % day_str().encode())
+            assert _same_on_both_paths(body, fast=True)[4].rejections == []
+
+
+def test_the_table_of_read_reports_is_bounded(monkeypatch):
+    monkeypatch.setattr(validation._ReadReports, "MAX_ENTRIES", 3)
+    for region in ("US", "DE", "FR", "JP", "BR", "NL", "US"):
+        assert _fast_rejections([krr_item(value="red", region=region), krr_item(value="blue")]) == []
+    assert len(validation._read_reports._entries) <= 5
