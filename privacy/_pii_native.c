@@ -544,7 +544,7 @@ static ssz m_email(uch *t, ssz n, ssz s)
     return best;
 }
 
-static int accept_email(uch *t, ssz n, ssz at, ssz end, ssz *start_out)
+static int accept_email(uch *t, ssz n, ssz at, ssz *start_out)
 {
     ssz start = at;
     while (start > 0 && at - start < 64 && IS(t[start - 1], F_LOCAL))
@@ -564,7 +564,6 @@ static int accept_email(uch *t, ssz n, ssz at, ssz end, ssz *start_out)
     }
     if (at - start == 3 && memcmp(t + start, "git", 3) == 0)
         return 0;
-    (void)end;
     *start_out = start;
     return 1;
 }
@@ -1581,7 +1580,7 @@ static int accept(uch *t, ssz n, int rule, ssz s, ssz e, cands *out)
         end = trim_trailing(t, s, e);
         break;
     case R_EMAIL:
-        if (!accept_email(t, n, s, e, &start))
+        if (!accept_email(t, n, s, &start))
             return 0;
         break;
     case R_HANDLE:
@@ -1944,10 +1943,16 @@ static PyObject *make_finding(const cand *x, PyObject *replacement)
 /* the text's bytes, or NULL (declined: not a str, not ASCII, or not set up) */
 static uch *ascii_of(PyObject *text, ssz *n)
 {
-    if (!cfg.ready || !PyUnicode_Check(text) || PyUnicode_READY(text) < 0 || !PyUnicode_IS_ASCII(text)) {
+    if (!cfg.ready || !PyUnicode_Check(text))
+        return NULL;
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(text) < 0) {
         PyErr_Clear();
         return NULL;
     }
+#endif
+    if (!PyUnicode_IS_ASCII(text))
+        return NULL;
     *n = PyUnicode_GET_LENGTH(text);
     return PyUnicode_1BYTE_DATA(text);
 }
