@@ -32,6 +32,8 @@ from privacy.pii import (
 )
 
 CORPUS = Path(__file__).parent / "pii_corpus"
+
+pytestmark = pytest.mark.usefixtures("pii_engine")  # each test runs with the C engine, then the Python one
 RECALL_TARGET = 0.99
 CATEGORY_RECALL_FLOOR = 0.95  # no category may hide behind the others' average
 
