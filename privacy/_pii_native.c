@@ -1776,14 +1776,16 @@ static ssz normalize(uch *t, const cand *x, char *buf)
     }
 }
 
+/* "<LABEL_number>"; numbers 1..PSEUDONYM_CACHE are made once */
 static PyObject *pseudonym(int kind, long number)
 {
-    if (number <= PSEUDONYM_CACHE && cfg.cache[kind][number]) {
+    int cached = number >= 1 && number <= PSEUDONYM_CACHE;
+    if (cached && cfg.cache[kind][number]) {
         Py_INCREF(cfg.cache[kind][number]);
         return cfg.cache[kind][number];
     }
     PyObject *made = PyUnicode_FromFormat("<%U_%ld>", cfg.labels[kind], number);
-    if (made && number <= PSEUDONYM_CACHE) {
+    if (made && cached) {
         PyUnicode_InternInPlace(&made);
         Py_INCREF(made);
         cfg.cache[kind][number] = made;
@@ -1791,21 +1793,28 @@ static PyObject *pseudonym(int kind, long number)
     return made;
 }
 
-/* a fresh table (scan): values are compared as their normalized bytes */
+/* a fresh table (scan): values are compared as their normalized bytes, found through a hash index (a text can hold
+ * 10^5 distinct values: a linear search per finding made scan quadratic) */
 typedef struct {
     int kind;
     ssz offset, len; /* into the arena */
     long number;
+    uint64_t hash;
 } entry;
+
+#define TABLE_SLOTS_LOCAL 32
 
 typedef struct {
     char *arena;
     ssz arena_len, arena_cap;
     entry *entries;
     ssz count, cap;
+    ssz *slots; /* open addressing: an entry's index + 1, 0 where empty; at most half full */
+    size_t mask;
     long next[N_KINDS];
     char arena_local[1024];
     entry entries_local[16];
+    ssz slots_local[TABLE_SLOTS_LOCAL];
 } table;
 
 static void table_init(table *tb)
@@ -1816,6 +1825,9 @@ static void table_init(table *tb)
     tb->entries = tb->entries_local;
     tb->count = 0;
     tb->cap = 16;
+    tb->slots = tb->slots_local;
+    tb->mask = TABLE_SLOTS_LOCAL - 1;
+    memset(tb->slots_local, 0, sizeof tb->slots_local);
     memset(tb->next, 0, sizeof tb->next);
 }
 
@@ -1825,6 +1837,28 @@ static void table_free(table *tb)
         free(tb->arena);
     if (tb->entries != tb->entries_local)
         free(tb->entries);
+    if (tb->slots != tb->slots_local)
+        free(tb->slots);
+}
+
+/* doubles the index; 0, or -1 out of memory */
+static int table_grow_slots(table *tb)
+{
+    size_t size = (tb->mask + 1) * 2;
+    ssz *slots = calloc(size, sizeof(ssz));
+    if (!slots)
+        return -1;
+    for (ssz i = 0; i < tb->count; i++) {
+        size_t slot = tb->entries[i].hash & (size - 1);
+        while (slots[slot])
+            slot = (slot + 1) & (size - 1);
+        slots[slot] = i + 1;
+    }
+    if (tb->slots != tb->slots_local)
+        free(tb->slots);
+    tb->slots = slots;
+    tb->mask = size - 1;
+    return 0;
 }
 
 static PyObject *table_get(table *tb, uch *t, const cand *x)
@@ -1843,9 +1877,11 @@ static PyObject *table_get(table *tb, uch *t, const cand *x)
     }
     char *value = tb->arena + tb->arena_len;
     ssz len = normalize(t, x, value);
-    for (ssz i = 0; i < tb->count; i++) {
-        entry *e = &tb->entries[i];
-        if (e->kind == kind && e->len == len && memcmp(tb->arena + e->offset, value, len) == 0)
+    uint64_t hash = fnv(value, (size_t)len) ^ ((uint64_t)kind * 0x9E3779B97F4A7C15ULL);
+    size_t slot = hash & tb->mask;
+    for (; tb->slots[slot]; slot = (slot + 1) & tb->mask) {
+        entry *e = &tb->entries[tb->slots[slot] - 1];
+        if (e->hash == hash && e->kind == kind && e->len == len && memcmp(tb->arena + e->offset, value, len) == 0)
             return pseudonym(kind, e->number);
     }
     if (tb->count == tb->cap) {
@@ -1864,12 +1900,33 @@ static PyObject *table_get(table *tb, uch *t, const cand *x)
     e->offset = tb->arena_len;
     e->len = len;
     e->number = ++tb->next[kind];
+    e->hash = hash;
+    tb->slots[slot] = tb->count;
     tb->arena_len += len;
+    if ((size_t)tb->count * 2 > tb->mask + 1 && table_grow_slots(tb) < 0)
+        return PyErr_NoMemory();
     return pseudonym(kind, e->number);
 }
 
-/* _Pseudonyms.get on the dicts of a Python _Pseudonyms (shared with the Python engine within one export) */
-static PyObject *dict_get(PyObject *by_value, PyObject *next, uch *t, const cand *x, char *buf)
+/* an ASCII str: what the redacted text can be built from byte by byte */
+static int is_ascii_str(PyObject *obj)
+{
+    if (!PyUnicode_Check(obj))
+        return 0;
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(obj) < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+#endif
+    return PyUnicode_IS_ASCII(obj);
+}
+
+/* _Pseudonyms.get on the dicts of a Python _Pseudonyms (shared with the Python engine within one export). NULL with
+ * *declined set where the dicts hold what this function does not handle as _Pseudonyms.get would (a pseudonym that is
+ * not an ASCII str, a counter that is not an int of C long range): pii.py's engine then takes the text, and finds in
+ * the dicts what this call already added, as it would have added it. */
+static PyObject *dict_get(PyObject *by_value, PyObject *next, uch *t, const cand *x, char *buf, int *declined)
 {
     int kind = RULE_KIND[x->rule];
     ssz len = normalize(t, x, buf);
@@ -1883,6 +1940,10 @@ static PyObject *dict_get(PyObject *by_value, PyObject *next, uch *t, const cand
     PyObject *found = PyDict_GetItemWithError(by_value, key);
     if (found) {
         Py_DECREF(key);
+        if (!is_ascii_str(found)) {
+            *declined = 1;
+            return NULL;
+        }
         Py_INCREF(found);
         return found;
     }
@@ -1893,11 +1954,18 @@ static PyObject *dict_get(PyObject *by_value, PyObject *next, uch *t, const cand
     long number = 1;
     PyObject *current = PyDict_GetItemWithError(next, cfg.labels[kind]);
     if (current) {
-        number = PyLong_AsLong(current) + 1;
-        if (number == 0 && PyErr_Occurred()) {
+        int overflow = 0;
+        long last = PyLong_CheckExact(current) ? PyLong_AsLongAndOverflow(current, &overflow) : LONG_MAX;
+        if (last == -1 && PyErr_Occurred()) {
             Py_DECREF(key);
             return NULL;
         }
+        if (overflow || last == LONG_MAX) { /* not an int, or last + 1 is not a C long */
+            Py_DECREF(key);
+            *declined = 1;
+            return NULL;
+        }
+        number = last + 1;
     } else if (PyErr_Occurred()) {
         Py_DECREF(key);
         return NULL;
@@ -2012,7 +2080,9 @@ static PyObject *native_scan(PyObject *module, PyObject *text)
 }
 
 PyDoc_STRVAR(redact_doc, "redact(text, by_value, next) -> (str, list[PiiFinding]) | None\n\n"
-                         "PiiStripper._redact with the dicts of a _Pseudonyms; None when the text is declined.");
+                         "PiiStripper._redact with the dicts of a _Pseudonyms; None when the text is declined, or\n"
+                         "when the dicts hold a pseudonym that is not an ASCII str or a count that is not an int\n"
+                         "below 2**63 - 1 (pii.py's engine then takes the text).");
 
 static PyObject *native_redact(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -2035,6 +2105,7 @@ static PyObject *native_redact(PyObject *module, PyObject *const *args, Py_ssize
         Py_RETURN_NONE;
     }
     PyObject *findings = PyList_New(c.len), *result = NULL;
+    int declined = 0;
     PyObject **replacements = c.len ? calloc(c.len, sizeof(PyObject *)) : NULL;
     ssz longest = 0, out_len = n;
     for (ssz i = 0; i < c.len; i++)
@@ -2047,7 +2118,11 @@ static PyObject *native_redact(PyObject *module, PyObject *const *args, Py_ssize
         goto done;
     }
     for (ssz i = 0; i < c.len; i++) {
-        replacements[i] = dict_get(args[1], args[2], t, &c.items[i], buf);
+        replacements[i] = dict_get(args[1], args[2], t, &c.items[i], buf, &declined);
+        if (declined) {
+            result = Py_None;
+            Py_INCREF(result);
+        }
         if (!replacements[i])
             goto done;
         PyObject *finding = make_finding(&c.items[i], replacements[i]);
