@@ -3,8 +3,12 @@
 Not collected by pytest (the name does not match ``test_*.py``). Two modes, each printing one JSON line:
 
     python tests/benchmarks/bench_training.py accuracy [--epochs 40] [--batch 512] [--lr 0.5] [--clip 0.1]
-    python tests/benchmarks/bench_training.py throughput [--batch 512] [--steps 20] [--rounds 5]
+    python tests/benchmarks/bench_training.py throughput [--batch 512] [--steps 20] [--rounds 5] [--warmup 1]
     python tests/benchmarks/bench_training.py methods [--batch 512] [--steps 5] [--rounds 5]
+
+Every mode takes ``--device cpu|cuda`` (default: cuda when available, else cpu); our engine, Opacus and
+the non-private baseline all run on it. On cuda every timer is read after ``torch.cuda.synchronize()``
+and only wall-clock rates are reported (the process's CPU time measures the host thread, not the GPU).
 
 ``accuracy`` trains on the full 60k MNIST training set (``../shared/data/mnist/``, IDX gzipped) and
 reports the held-out 10k test accuracy. σ is calibrated by the service's own accountant
@@ -27,6 +31,12 @@ batch of ``--batch`` MNIST images at a time, on one thread, by CPU time: ours by
 and by ``layerwise`` (privacy.dpsgd.layerwise), Opacus' GradSampleModule with ``hooks``, ``functorch``
 and ``ghost`` clipping (each with its optimizer's clip, noise and step), and a non-private
 forward/backward/step for scale. docs/benchmarks.md has the figures that chose ``layerwise``.
+On cuda it uses the wall clock (synchronized) instead of CPU time.
+
+On cuda ``throughput`` adds a fourth runner, ``opacus_resident``: Opacus' model and optimizer fed by
+Poisson batches indexed on the device from a training set already there, as our engine's are, so that
+the comparison also shows Opacus without its DataLoader (which collates each batch on the host, one
+example at a time, and copies it over).
 """
 
 from __future__ import annotations
@@ -61,9 +71,31 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def machine() -> dict:
-    return {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "cpus": os.cpu_count(), "device": "cuda" if torch.cuda.is_available() else "cpu"}
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def synchronize(device: str) -> None:
+    """Wait for the device's queued work, so that a host timer read next covers it (a no-op on cpu)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def on_cuda(args) -> bool:
+    return torch.device(args.device).type == "cuda"
+
+
+def machine(device: str | None = None) -> dict:
+    device = device or default_device()
+    info = {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpus": os.cpu_count(), "device": torch.device(device).type}
+    if torch.device(device).type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update({"gpu": props.name, "gpu_memory_gib": round(props.total_memory / 2**30, 1),
+                     "multiprocessors": props.multi_processor_count, "cuda": torch.version.cuda,
+                     "cudnn": torch.backends.cudnn.version(), "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+                     "matmul_precision": torch.get_float32_matmul_precision()})
+    return info
 
 
 def load(limit: int | None = None):
@@ -93,8 +125,9 @@ def run_accuracy(args) -> dict:
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
     config = DPSGDConfig(clip_norm=args.clip, noise_multiplier=sigma, sampling_probability=q,
                          physical_batch_size=args.physical)
-    trainer = DPSGDTrainer(model, optimizer, x, y, config, device="cpu")
+    trainer = DPSGDTrainer(model, optimizer, x, y, config, device=args.device)
     curve = []
+    synchronize(args.device)
     train_started = time.perf_counter()
     for epoch in range(1, args.epochs + 1):
         losses = [trainer.step() for _ in range(steps_per_epoch)]
@@ -104,6 +137,7 @@ def run_accuracy(args) -> dict:
             curve.append([epoch, round(acc, 4)])
             log(f"epoch {epoch}: train loss {mean_loss:.4f}, test accuracy {acc:.4f}, "
                 f"{time.perf_counter() - train_started:.0f}s")
+    synchronize(args.device)
     train_s = time.perf_counter() - train_started
     final = accuracy(model, x_test, y_test)
     return {
@@ -116,7 +150,7 @@ def run_accuracy(args) -> dict:
         "momentum": args.momentum, "seed": args.seed, "test_accuracy": round(final, 4), "accuracy_curve": curve,
         "accuracy_target": ACCURACY_TARGET, "meets_accuracy_target": final >= ACCURACY_TARGET,
         "train_seconds": round(train_s, 1), "examples_per_s": round(steps * args.batch / train_s, 1),
-        "machine": machine(),
+        "physical_batch_size": args.physical, "machine": machine(args.device),
     }
 
 
@@ -128,7 +162,7 @@ def ours_runner(x, y, args, sigma):
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
     config = DPSGDConfig(clip_norm=args.clip, noise_multiplier=sigma, sampling_probability=args.batch / x.shape[0],
                          physical_batch_size=args.physical)
-    trainer = DPSGDTrainer(model, optimizer, x, y, config, device="cpu", seed=args.seed)
+    trainer = DPSGDTrainer(model, optimizer, x, y, config, device=args.device, seed=args.seed)
 
     def step() -> int:
         return trainer.step().batch_size
@@ -136,19 +170,23 @@ def ours_runner(x, y, args, sigma):
     return step
 
 
-def opacus_runner(x, y, args, sigma):
+def _private_opacus(x, y, args, sigma):
+    """Opacus' (model, optimizer, Poisson DataLoader) for the CNN on ``args.device``; the loader's data stays on cpu."""
     import warnings
 
     from opacus import PrivacyEngine
 
     warnings.filterwarnings("ignore")
-    model = fresh_cnn(args.seed)
+    model = fresh_cnn(args.seed).to(args.device)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=args.batch)
     engine = PrivacyEngine(accountant="prv")
-    model, optimizer, loader = engine.make_private(module=model, optimizer=optimizer, data_loader=loader,
-                                                   noise_multiplier=sigma, max_grad_norm=args.clip,
-                                                   poisson_sampling=True)
+    return engine.make_private(module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=sigma,
+                               max_grad_norm=args.clip, poisson_sampling=True)
+
+
+def opacus_runner(x, y, args, sigma):
+    model, optimizer, loader = _private_opacus(x, y, args, sigma)
     batches = iter(loader)
 
     def step() -> int:
@@ -158,6 +196,7 @@ def opacus_runner(x, y, args, sigma):
         except StopIteration:
             batches = iter(loader)
             features, labels = next(batches)
+        features, labels = features.to(args.device), labels.to(args.device)
         optimizer.zero_grad(set_to_none=True)
         nn.functional.cross_entropy(model(features), labels).backward()
         optimizer.step()
@@ -166,13 +205,33 @@ def opacus_runner(x, y, args, sigma):
     return step
 
 
-def plain_runner(x, y, args, sigma):
-    model = fresh_cnn(args.seed)
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
-    generator = torch.Generator().manual_seed(args.seed)
+def opacus_resident_runner(x, y, args, sigma):
+    """Opacus' model and optimizer, its batches Poisson-sampled on the device from data already there (as ours)."""
+    from privacy.dpsgd.engine import make_generator, poisson_sample
+
+    model, optimizer, _ = _private_opacus(x, y, args, sigma)
+    x, y = x.to(args.device), y.to(args.device)
+    generator = make_generator(args.device, args.seed)
+    q = args.batch / x.shape[0]
 
     def step() -> int:
-        indices = torch.randint(0, x.shape[0], (args.batch,), generator=generator)
+        indices = poisson_sample(x.shape[0], q, generator)
+        optimizer.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(x[indices]), y[indices]).backward()
+        optimizer.step()
+        return int(indices.numel())
+
+    return step
+
+
+def plain_runner(x, y, args, sigma):
+    model = fresh_cnn(args.seed).to(args.device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
+    x, y = x.to(args.device), y.to(args.device)
+    generator = torch.Generator(device=args.device).manual_seed(args.seed)
+
+    def step() -> int:
+        indices = torch.randint(0, x.shape[0], (args.batch,), generator=generator, device=args.device)
         optimizer.zero_grad(set_to_none=True)
         nn.functional.cross_entropy(model(x[indices]), y[indices]).backward()
         optimizer.step()
@@ -182,12 +241,16 @@ def plain_runner(x, y, args, sigma):
 
 
 def timed(make, x, y, args, sigma) -> tuple[float, float]:
-    """(examples/s by wall clock, examples/s by process CPU time) over ``args.steps`` steps."""
+    """(examples/s by wall clock, examples/s by process CPU time) over ``args.steps`` steps, after
+    ``args.warmup`` untimed ones; on cuda the clock is read after the device has finished."""
     step = make(x, y, args, sigma)
-    step()  # warm-up, untimed
+    for _ in range(args.warmup):
+        step()
+    synchronize(args.device)
     examples, started, cpu_started = 0, time.perf_counter(), time.process_time()
     for _ in range(args.steps):
         examples += step()
+    synchronize(args.device)
     return examples / (time.perf_counter() - started), examples / (time.process_time() - cpu_started)
 
 
@@ -214,6 +277,8 @@ def run_throughput(args) -> dict:
     steps = args.epochs * max(1, round(1 / q))
     sigma = calibrate_noise_multiplier(TARGET_EPSILON, DELTA, q, steps)
     runners = {"ours": ours_runner, "opacus": opacus_runner, "non_private": plain_runner}
+    if on_cuda(args):
+        runners["opacus_resident"] = opacus_resident_runner
     wall = {name: [] for name in runners}
     cpu = {name: [] for name in runners}
     load_before = os.getloadavg()[0]
@@ -226,6 +291,8 @@ def run_throughput(args) -> dict:
     median = {name: statistics.median(values) for name, values in wall.items()}
     median_cpu = {name: statistics.median(values) for name, values in cpu.items()}
     ratios, ratios_cpu = _ratios(median), _ratios(median_cpu)
+    if on_cuda(args):
+        return _throughput_on_cuda(args, sigma, wall, median, ratios, version("opacus"))
     return {
         "benchmark": "dpsgd_mnist_throughput", "model": "cnn", "expected_batch_size": args.batch,
         "physical_batch_size": args.physical, "steps_per_round": args.steps, "rounds": args.rounds,
@@ -239,7 +306,25 @@ def run_throughput(args) -> dict:
         "meets_targets_by_cpu_time": ratios_cpu["ratio_to_opacus"] >= 1.0
         and ratios_cpu["overhead_vs_non_private"] <= 1.6,
         "loadavg_1m": {"start": round(load_before, 2), "end": round(os.getloadavg()[0], 2)},
-        "opacus": version("opacus"), "machine": machine(),
+        "opacus": version("opacus"), "machine": machine(args.device),
+    }
+
+
+def _throughput_on_cuda(args, sigma, wall, median, ratios, opacus_version) -> dict:
+    """The throughput result on a GPU: wall-clock rates only, and the ratios against Opacus fed on the device too."""
+    resident = {"ratio_to_opacus_resident": round(median["ours"] / median["opacus_resident"], 3),
+                "opacus_resident_overhead_vs_non_private": round(median["non_private"] / median["opacus_resident"], 3)}
+    return {
+        "benchmark": "dpsgd_mnist_throughput", "device": torch.device(args.device).type, "model": "cnn",
+        "expected_batch_size": args.batch, "physical_batch_size": args.physical, "steps_per_round": args.steps,
+        "warmup_steps": args.warmup, "rounds": args.rounds, "noise_multiplier": round(sigma, 4),
+        "clip_norm": args.clip, "method": "layerwise", "clock": "wall, after torch.cuda.synchronize()",
+        "examples_per_s": {name: round(value, 1) for name, value in median.items()}, **ratios, **resident,
+        "paired_by_round": _paired(wall),
+        "rounds_examples_per_s": {name: [round(v, 1) for v in values] for name, values in wall.items()},
+        "targets": {"ratio_to_opacus": 1.0, "overhead_vs_non_private": 1.6},
+        "meets_targets": ratios["ratio_to_opacus"] >= 1.0 and ratios["overhead_vs_non_private"] <= 1.6,
+        "opacus": opacus_version, "machine": machine(args.device),
     }
 
 
@@ -257,13 +342,13 @@ def method_steps(x, y, args) -> dict:
     warnings.filterwarnings("ignore")
 
     def ours(method):
-        model, generator = fresh_cnn(args.seed), make_generator("cpu", args.seed)
+        model, generator = fresh_cnn(args.seed).to(args.device), make_generator(args.device, args.seed)
         return lambda: privatized_gradient(model, nn.functional.cross_entropy, x, y, clip_norm=args.clip,
                                            noise_multiplier=1.0, expected_batch_size=x.shape[0],
                                            physical_batch_size=x.shape[0], noise_generator=generator, method=method)
 
     def opacus(mode):
-        model = fresh_cnn(args.seed)
+        model = fresh_cnn(args.seed).to(args.device)
         optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
         loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=x.shape[0])
         extra = {"criterion": nn.CrossEntropyLoss()} if mode == "ghost" else {}
@@ -280,7 +365,7 @@ def method_steps(x, y, args) -> dict:
         return step
 
     def plain():
-        model = fresh_cnn(args.seed)
+        model = fresh_cnn(args.seed).to(args.device)
         optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
 
         def step():
@@ -294,25 +379,35 @@ def method_steps(x, y, args) -> dict:
 
 
 def run_methods(args) -> dict:
-    torch.set_num_threads(1)
+    cuda = on_cuda(args)
+    if not cuda:
+        torch.set_num_threads(1)
+    clock = time.perf_counter if cuda else time.process_time
     x, y, _, _ = load(limit=args.batch)
+    x, y = x.to(args.device), y.to(args.device)
     steps = method_steps(x, y, args)
     rates = {name: [] for name in steps}
     for _ in range(args.rounds):
         for name, step in steps.items():
             step()
-            started = time.process_time()
+            synchronize(args.device)
+            started = clock()
             for _ in range(args.steps):
                 step()
-            rates[name].append(args.steps * args.batch / (time.process_time() - started))
+            synchronize(args.device)
+            rates[name].append(args.steps * args.batch / (clock() - started))
     median = {name: statistics.median(values) for name, values in rates.items()}
-    return {
+    result = {
         "benchmark": "dpsgd_per_example_methods", "model": "cnn", "batch": args.batch, "threads": 1,
         "clock": "process CPU time", "steps_per_round": args.steps, "rounds": args.rounds,
         "examples_per_s": {name: round(value, 1) for name, value in median.items()},
         "overhead_vs_non_private": {name: round(median["non_private"] / value, 3) for name, value in median.items()},
-        "loadavg_1m": round(os.getloadavg()[0], 2), "machine": machine(),
+        "loadavg_1m": round(os.getloadavg()[0], 2), "machine": machine(args.device),
     }
+    if cuda:
+        result.update({"device": torch.device(args.device).type, "threads": torch.get_num_threads(),
+                       "clock": "wall, after torch.cuda.synchronize()"})
+    return result
 
 
 def main() -> None:
@@ -328,6 +423,8 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20, help="timed steps per round (throughput)")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps before each timed run (throughput)")
+    parser.add_argument("--device", default=default_device(), help="cpu or cuda (default: cuda when available)")
     args = parser.parse_args()
     result = {"accuracy": run_accuracy, "throughput": run_throughput, "methods": run_methods}[args.mode](args)
     print(json.dumps(result))
