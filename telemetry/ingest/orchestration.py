@@ -24,7 +24,7 @@ from telemetry.ingest.libpq_store import LibpqStore
 from telemetry.ingest.orm_store import OrmStore
 from telemetry.ingest.result import IngestResult, replayed_result
 from telemetry.ingest.store import BatchHeader, BatchStore, Claim, Staged
-from telemetry.ingest.validation import Validated, parse_envelope, validate_items
+from telemetry.ingest.validation import Validated, read_batch
 
 
 def _open_store(header: BatchHeader) -> BatchStore:
@@ -35,9 +35,9 @@ def _open_store(header: BatchHeader) -> BatchStore:
 def _staged(valid: Validated, admitted: list[bool] | None = None) -> Staged:
     """The records of the admitted candidates (all of them without ``admitted``), joined per metric."""
     if admitted is None and len(valid.groups) == 1:  # the usual batch: one metric, one day, all admitted
-        return [(valid.metric_ids[0], b"".join(valid.records))]
+        return [(valid.metric_ids[0], valid.joined_records())]
     by_metric = defaultdict(list)
-    for metric_id, record, ok in zip(valid.metric_ids, valid.records, admitted or repeat(True)):
+    for metric_id, record, ok in zip(valid.metric_ids, valid.candidate_records(), admitted or repeat(True)):
         if ok:
             by_metric[metric_id].append(record)
     return [(metric_id, b"".join(records)) for metric_id, records in by_metric.items()]
@@ -61,10 +61,9 @@ def _store_item_by_item(store: BatchStore, valid: Validated, counters: limits.Co
 
 def ingest_batch(*, ingest_key_id: int, body: bytes) -> IngestResult:
     """Ingest one ``POST /api/v1/reports`` body: ApiError for a bad envelope or a batch_id conflict."""
-    envelope = parse_envelope(body)
-    valid = validate_items(envelope.reports)
-    header = BatchHeader(envelope.batch_id, ingest_key_id, envelope.digest, len(envelope.reports))
-    counters = limits.plan(envelope.client_id, valid.groups) if valid.records else None  # secrets: before the transaction
+    envelope, valid = read_batch(body)
+    header = BatchHeader(envelope.batch_id, ingest_key_id, envelope.digest, envelope.item_count)
+    counters = limits.plan(envelope.client_id, valid.groups) if valid.indexes else None  # secrets: before the transaction
     with _open_store(header) as store:
         claim = _store_in_one_step(store, valid, counters) if counters is not None else None
         if claim is None:

@@ -27,6 +27,11 @@ from telemetry.staging import krr_record, packed_record
 from telemetry.limits import Contribution
 from telemetry.regions import accepted_regions
 
+try:  # the table of known reports in C (telemetry/_ingest_native.c), compiled at install where a compiler is found
+    from telemetry import _ingest_native
+except ImportError:  # pragma: no cover - exercised by tests that hide the module
+    _ingest_native = None
+
 MAX_CLIENT_ID_LENGTH = 256
 _ENVELOPE_FIELDS = frozenset({"batch_id", "client_id", "reports"})
 _ITEM_FIELDS = frozenset({"metric", "version", "value", "payload", "day", "region"})
@@ -37,8 +42,9 @@ _NUL_ESCAPE = b"\\u0000"  # JSON can carry NUL only so: a raw control character 
 class Envelope:
     batch_id: uuid.UUID
     client_id: str
-    reports: list  # of dicts, or of _KrrItem on the fast path
+    reports: list | None  # of dicts, or of _KrrItem on the fast path; None when read from the known reports
     digest: str  # of batch_id and reports, not client_id
+    item_count: int
 
 
 # The fast path: a body that msgspec decodes into these typed structs, in C, is handled without the general
@@ -67,7 +73,16 @@ class _KrrBatch(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     reports: list[msgspec.Raw]
 
 
+class _KrrBatchArray(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """The envelope with its reports array left as its bytes (the table of known reports splits it)."""
+
+    batch_id: str
+    client_id: str
+    reports: msgspec.Raw
+
+
 _decode_krr_batch = msgspec.json.Decoder(_KrrBatch).decode
+_decode_krr_batch_array = msgspec.json.Decoder(_KrrBatchArray).decode
 _decode_krr_item = msgspec.json.Decoder(_KrrItem).decode
 # Fields in sorted order, absent ones left out, explicit nulls kept: the bytes orjson.dumps(..., OPT_SORT_KEYS)
 # gives for the same reports as dicts, when no string needs an escape (tests/telemetry/test_ingest_fast_path.py).
@@ -87,16 +102,16 @@ class _ReadReports:
     MAX_ENTRIES = 50_000  # a bound on memory: full, the table starts again empty
 
     def __init__(self) -> None:
-        self._entries: dict[bytes, tuple[_KrrItem, bytes]] = {}
+        self.entries: dict[bytes, tuple[_KrrItem, bytes]] = {}
 
     def read(self, raw_reports: list[msgspec.Raw]) -> tuple[list[_KrrItem], list[bytes]] | None:
         """The reports and their canonical JSON; None if one is not a ``_KrrItem`` (the general path's)."""
         keys = list(map(bytes, raw_reports))
-        entries = self._entries
+        entries = self.entries
         found = list(map(entries.get, keys))
         if not all(found):  # a report not read yet (None)
             if len(entries) > self.MAX_ENTRIES:
-                entries = self._entries = {}
+                entries = self.entries = {}
             for key in dict.fromkeys(keys):
                 if key not in entries:
                     try:
@@ -146,9 +161,13 @@ def _parse_fast(body: bytes) -> Envelope | None:
     if read is None:
         return None
     reports, canonical = read
-    # the bytes _encode_sorted([str(batch_id), reports]) gives, put together from each report's own
-    digest = b'["%s",[%s]]' % (str(batch_id).encode(), b",".join(canonical))
-    return Envelope(batch_id, batch.client_id, reports, hashlib.sha256(digest).hexdigest())
+    return Envelope(batch_id, batch.client_id, reports, _digest(batch_id, b",".join(canonical)), len(reports))
+
+
+def _digest(batch_id: uuid.UUID, joined_canonical: bytes) -> str:
+    """The batch digest from its reports' canonical JSON joined by commas: the SHA-256 of the bytes
+    ``_encode_sorted([str(batch_id), reports])`` gives, put together from each report's own."""
+    return hashlib.sha256(b'["%s",[%s]]' % (str(batch_id).encode(), joined_canonical)).hexdigest()
 
 
 def _parse_general(body: bytes) -> Envelope:
@@ -171,17 +190,23 @@ def _parse_general(body: bytes) -> Envelope:
         raise ApiError("invalid_reports", "Every report must be a JSON object.")
     # The digest leaves client_id out, so the stored batch record says nothing about who sent it.
     digest = orjson.dumps([str(batch_id), reports], option=orjson.OPT_SORT_KEYS)
-    return Envelope(batch_id, data["client_id"], reports, hashlib.sha256(digest).hexdigest())
+    return Envelope(batch_id, data["client_id"], reports, hashlib.sha256(digest).hexdigest(), len(reports))
 
 
-def _checked_envelope(raw_batch_id, client_id, reports) -> uuid.UUID:
-    """The envelope's checks after its shape: the batch_id as a UUID, or the ApiError."""
+def _checked_ids(raw_batch_id, client_id) -> uuid.UUID:
+    """The envelope's first checks: the batch_id as a UUID, or the ApiError; then the client_id."""
     try:
         batch_id = uuid.UUID(raw_batch_id)
     except (TypeError, ValueError, AttributeError):
         raise ApiError("invalid_batch_id", "batch_id must be a UUID string.")
     if not isinstance(client_id, str) or not 0 < len(client_id) <= MAX_CLIENT_ID_LENGTH:
         raise ApiError("invalid_client_id", f"client_id must be a string of 1 to {MAX_CLIENT_ID_LENGTH} characters.")
+    return batch_id
+
+
+def _checked_envelope(raw_batch_id, client_id, reports) -> uuid.UUID:
+    """The envelope's checks after its shape: the batch_id as a UUID, or the ApiError."""
+    batch_id = _checked_ids(raw_batch_id, client_id)
     if not isinstance(reports, list) or not reports:
         raise ApiError("invalid_reports", "reports must be a non-empty list.")
     max_batch = settings.PRIVACY["MAX_BATCH_SIZE"]
@@ -234,9 +259,22 @@ class Validated:
     rejections: Rejections
     indexes: list[int]  # the batch index of each candidate
     metric_ids: list[int]  # each candidate's metric
-    records: list[bytes]  # each candidate's staged record (telemetry.staging)
+    records: list[bytes] | None  # each candidate's staged record (telemetry.staging); None: see payload
     groups: list[Contribution]  # the distinct (day, metric) pairs, in first-seen order
     item_groups: list[int]  # each candidate's group
+    payload: bytes | None = None  # from the known reports (one metric): every candidate's record, joined
+
+    def candidate_records(self) -> list[bytes]:
+        """Each candidate's record; from ``payload``, cut into its records (every k-RR record has one size)."""
+        if self.records is not None:
+            return self.records
+        size, remainder = divmod(len(self.payload), len(self.indexes))
+        if remainder:
+            raise ValueError("the payload is not one record per candidate")
+        return [self.payload[start:start + size] for start in range(0, len(self.payload), size)]
+
+    def joined_records(self) -> bytes:
+        return self.payload if self.records is None else b"".join(self.records)
 
 
 class _ItemCheck:
@@ -306,7 +344,7 @@ def _as_dict(item: _KrrItem) -> dict:
     return {field: value for field in item.__struct_fields__ if (value := getattr(item, field)) is not _UNSET}
 
 
-def validate_items(reports: list) -> Validated:
+def validate_items(reports: list, check: _ItemCheck | None = None) -> Validated:
     """Per-item checks, in this order: fields, metric, day, region, value or payload.
 
     Days are UTC dates from ``REPORT_MAX_AGE_DAYS`` ago to today.
@@ -314,7 +352,7 @@ def validate_items(reports: list) -> Validated:
     Each candidate comes out as its staged record; payloads are parsed per item and packed per metric in
     one vectorized call. Fast-path reports (``_KrrItem``, hashable) are checked once per distinct report.
     """
-    check = _ItemCheck()
+    check = check or _ItemCheck()
     if type(reports[0]) is _KrrItem:
         return _validate_krr_items(reports, check)
     return _collect(list(map(check, reports)))
@@ -343,14 +381,19 @@ class _CheckedReports:
 
 
 class _Table(dict):
-    """Report -> :data:`_Row`, and the numbers its rows give their (metric id, day) groups."""
+    """Report -> :data:`_Row`, the numbers its rows give their (metric id, day) groups, and the known reports."""
 
-    __slots__ = ("groups", "_numbers")
+    __slots__ = ("groups", "_numbers", "known", "group_of_number")
+
+    MAX_KNOWN = 200_000  # a bound on memory: reports as sent (several byte forms of one report count apart)
 
     def __init__(self) -> None:
         super().__init__()
         self.groups: dict[tuple[int, date], int] = {}
         self._numbers = itertools.count()  # next() is atomic: threads never share a number
+        # accepted fast-path reports by their bytes as sent, in C: see read_batch
+        self.known = _ingest_native.KnownReports() if _ingest_native is not None else None
+        self.group_of_number: dict[int, tuple[int, Contribution]] = {}  # group number -> (metric id, Contribution)
 
     def verdict(self, item: _KrrItem, check: _ItemCheck) -> _Row | str:
         """The report's row, or its rejection code (the general path's, through ``check``)."""
@@ -398,6 +441,67 @@ def _validate_krr_items(reports: list[_KrrItem], check: _ItemCheck) -> Validated
         item_groups = [position[key] for key in map(_third, rows)]
     return Validated([], list(range(len(reports))), list(map(_first, rows)), list(map(_second, rows)),
                      list(group_of_key.values()), item_groups)
+
+
+def read_batch(body: bytes) -> tuple[Envelope, Validated]:
+    """``parse_envelope`` then ``validate_items``: the same answer, ApiError included.
+
+    The usual batch repeats reports this worker has read and accepted before. Their bytes as sent are
+    looked up in C (``_Table.known``, telemetry/_ingest_native.c), without a Python object per report:
+    a batch of known reports of one (metric, day) group is answered from their canonical JSON and staged
+    records. Any other batch takes the Python path, which then teaches the table what it accepted. The
+    table belongs to the table of checked reports, so it is dropped whenever a verdict could change.
+    """
+    check = _ItemCheck()
+    table = _checked_reports.table(check)
+    batch = _as_known_candidate(body) if table.known is not None else None
+    if batch is not None:
+        found = table.known.lookup(batch.reports, settings.PRIVACY["MAX_BATCH_SIZE"])
+        if found is not None:
+            return _known_batch(batch, table, *found)
+    envelope = parse_envelope(body)
+    valid = validate_items(envelope.reports, check)
+    if batch is not None and not valid.rejections and len(valid.groups) == 1:
+        _learn(table, batch.reports)
+    return envelope, valid
+
+
+def _as_known_candidate(body: bytes) -> _KrrBatchArray | None:
+    """The envelope with its reports array as bytes, when the fast path could take the body; else None."""
+    if b"\\" in body:
+        return None
+    try:
+        return _decode_krr_batch_array(body)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+
+
+def _known_batch(batch: _KrrBatchArray, table: _Table, count: int, group: int, canonical: bytes,
+                 payload: bytes) -> tuple[Envelope, Validated]:
+    """A batch of ``count`` known reports of one group, as the Python path would have read and checked it."""
+    batch_id = _checked_ids(batch.batch_id, batch.client_id)  # the lookup checked the count (1 to the maximum)
+    metric_id, contribution = table.group_of_number[group]
+    envelope = Envelope(batch_id, batch.client_id, None, _digest(batch_id, canonical), count)
+    return envelope, Validated([], list(range(count)), [metric_id] * count, None, [contribution], [0] * count,
+                               payload)
+
+
+def _learn(table: _Table, reports: msgspec.Raw) -> None:
+    """Add a batch's reports, all accepted by the fast path, to the known reports (by their bytes as sent)."""
+    spans = _ingest_native.KnownReports.spans(reports)
+    if spans is None:
+        return
+    if len(table.known) > table.MAX_KNOWN:
+        table.known.clear()
+    read = _read_reports.entries
+    for span in spans:
+        entry = read.get(span)
+        row = table.get(entry[0]) if entry is not None else None
+        if row is None:  # the table of reports read started again meanwhile: learn it next time
+            continue
+        metric_id, record, group, contribution, _ = row
+        table.group_of_number[group] = (metric_id, contribution)
+        table.known.add(span, entry[1], record, group)
 
 
 def _as_checked(verdict: _Row | str) -> Checked | str:

@@ -194,4 +194,4 @@ def test_the_table_of_read_reports_is_bounded(monkeypatch):
     monkeypatch.setattr(validation._ReadReports, "MAX_ENTRIES", 3)
     for region in ("US", "DE", "FR", "JP", "BR", "NL", "US"):
         assert _fast_rejections([krr_item(value="red", region=region), krr_item(value="blue")]) == []
-    assert len(validation._read_reports._entries) <= 5
+    assert len(validation._read_reports.entries) <= 5
