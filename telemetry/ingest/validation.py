@@ -385,7 +385,7 @@ class _Table(dict):
 
     __slots__ = ("groups", "_numbers", "known", "group_of_number")
 
-    MAX_KNOWN = 200_000  # a bound on memory: reports as sent (several byte forms of one report count apart)
+    MAX_KNOWN = 50_000  # a bound on memory: reports as sent (several byte forms of one report count apart)
 
     def __init__(self) -> None:
         super().__init__()
