@@ -205,13 +205,15 @@ static PyObject *KnownReports_lookup(KnownReports *self, PyObject *args) {
     Py_ssize_t size = array.len, count = 0, canonical_size = 0, record_size = 0;
     long long group = 0;
     PyObject *result = NULL;
-    Entry **found = PyMem_Malloc(sizeof(Entry *) * (size_t)(max_count > 0 ? max_count : 1));
+    /* an element and its comma take two bytes at least: no more than size / 2 + 1 of them */
+    Py_ssize_t room = max_count < size / 2 + 1 ? max_count : size / 2 + 1;
+    Entry **found = PyMem_Malloc(sizeof(Entry *) * (size_t)(room > 0 ? room : 1));
     if (found == NULL) {
         PyErr_NoMemory();
         goto done;
     }
     Py_ssize_t i = 1;
-    if (size < 2 || text[0] != '[' || text[size - 1] != ']') {
+    if (max_count < 1 || size < 2 || text[0] != '[' || text[size - 1] != ']') {
         goto miss;
     }
     while (i < size - 1 && is_space(text[i])) {
@@ -219,7 +221,7 @@ static PyObject *KnownReports_lookup(KnownReports *self, PyObject *args) {
     }
     while (i < size - 1) {  /* i: the first character of an element */
         Py_ssize_t end = element_end(text, i, size), last = end;
-        if (end < 0 || count == max_count) {
+        if (end < 0 || count == room) {
             goto miss;
         }
         while (last > i && is_space(text[last - 1])) {
@@ -338,11 +340,14 @@ done:
 }
 
 static PyObject *KnownReports_clear(KnownReports *self, PyObject *Py_UNUSED(ignored)) {
-    Py_ssize_t capacity = 1024;
-    free_entries(self);
-    if (allocate(self, capacity) < 0) {
+    KnownReports fresh;
+    if (allocate(&fresh, 1024) < 0) {  /* the table stays whole if this fails */
         return NULL;
     }
+    free_entries(self);
+    self->slots = fresh.slots;
+    self->capacity = fresh.capacity;
+    self->used = 0;
     Py_RETURN_NONE;
 }
 

@@ -254,8 +254,13 @@ def test_the_c_table_needs_one_group_and_keeps_a_reports_first_entry():
     assert table.lookup(b"[a,b]", 5) is None
     with pytest.raises(ValueError):
         table.add(b"", b"", b"", 1)
+    assert table.lookup(b"[a,a]", 2) is not None
+    for too_few in (1, 0, -1, -2**62):
+        assert table.lookup(b"[a,a]", too_few) is None
     table.clear()
     assert len(table) == 0 and table.lookup(b"[a]", 5) is None
+    table.add(b"a", b"A", b"1", 1)  # usable after clear()
+    assert table.lookup(b"[a]", 2**62) == (1, 1, b"A", b"1")
 
 
 def test_the_c_table_grows_and_finds_every_report():
