@@ -19,7 +19,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#if PY_VERSION_HEX >= 0x030D0000
+#if PY_VERSION_HEX >= 0x030E0000  /* public from 3.14 */
 #define HASH_BYTES(data, size) Py_HashBuffer((data), (size))
 #else
 #define HASH_BYTES(data, size) _Py_HashBytes((data), (size))
